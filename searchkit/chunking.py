@@ -1,0 +1,78 @@
+"""Cutting documents into passages the embedding model reads whole.
+
+Chunks are measured in the model's own word pieces, because that is what the model
+truncates at: a chunk cut by characters or words either wastes the window or loses its
+tail silently. Each chunk is a character span of the source text, so a hit can show
+exactly where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from searchkit.config import ChunkingConfig
+
+__all__ = ["Span", "chunk_spans", "embedding_input", "title_budget"]
+
+_SENTENCE_END = frozenset(".!?;\n")
+# A window may end early, at a sentence end, but never before this share of its length.
+_MIN_FILL = 0.6
+
+
+@dataclass(frozen=True)
+class Span:
+    """A chunk as a half-open character range ``[start, end)`` of the source text."""
+
+    start: int
+    end: int
+
+
+def chunk_spans(
+    text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap_tokens: int
+) -> list[Span]:
+    """Overlapping windows of at most ``max_tokens`` word pieces, as character spans.
+
+    A window that would cut mid-sentence ends instead at the last sentence end in its
+    final stretch, so chunks read as whole sentences where the text allows; the next
+    window starts ``overlap_tokens`` pieces before the cut so no context is lost at
+    the seam.
+    """
+    count = len(offsets)
+    if count == 0:
+        return []
+    spans: list[Span] = []
+    first = 0
+    while True:
+        last = min(first + max_tokens, count)
+        if last < count:
+            last = _sentence_cut(text, offsets, first, last, max_tokens)
+        spans.append(Span(offsets[first][0], offsets[last - 1][1]))
+        if last >= count:
+            return spans
+        first = max(last - overlap_tokens, first + 1)
+
+
+def _sentence_cut(
+    text: str, offsets: Sequence[tuple[int, int]], first: int, last: int, max_tokens: int
+) -> int:
+    earliest = first + max(1, int(max_tokens * _MIN_FILL))
+    for index in range(last - 1, earliest - 1, -1):
+        start, end = offsets[index]
+        if text[start:end] in _SENTENCE_END:
+            return index + 1
+    return last
+
+
+def title_budget(config: ChunkingConfig, title_tokens: int) -> int:
+    """Word pieces left for the body once the title is prepended to each chunk.
+
+    The title is embedded with every chunk (as retrieval benchmarks embed documents),
+    so it takes part of the window; it never takes more than half.
+    """
+    return max(config.max_tokens - title_tokens, config.max_tokens // 2)
+
+
+def embedding_input(title: str, chunk_text: str) -> str:
+    """The text the model embeds for a chunk: title and body joined by a space."""
+    return f"{title} {chunk_text}" if title else chunk_text

@@ -1,0 +1,217 @@
+"""The ``searchkit`` command line: a thin layer over the library.
+
+Each command parses its options, calls one library function and prints the result.
+Errors a user can fix print one line on stderr and exit with status 2; an ingest that
+skipped some inputs exits with status 1 after listing them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from searchkit.config import ChunkingConfig
+from searchkit.errors import SearchkitError
+from searchkit.filters import parse_conditions
+from searchkit.index import Hit, Index, IngestReport
+from searchkit.sources import FieldMap, SourceOptions, read_sources
+
+__all__ = ["app", "main"]
+
+EXIT_SKIPPED = 1
+EXIT_ERROR = 2
+
+app = typer.Typer(
+    name="searchkit",
+    help="Local-first semantic search: index a folder of documents, search it by meaning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+IndexOption = Annotated[Path, typer.Option("--index", "-i", help="Index directory.", show_default=False)]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="sentence-transformers model name or folder [default: all-MiniLM-L6-v2, or the index's own model]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(EXIT_ERROR)
+
+
+def user_errors(command: F) -> F:
+    """Turn the errors a user can fix into a one-line message instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SearchkitError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; everything committed so far is kept, run the command again to finish") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command("index")
+@user_errors
+def index_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to index (.txt, .md, .jsonl, .csv).", show_default=False)],
+    index: IndexOption,
+    model: ModelOption = None,
+    include: Annotated[list[str] | None, typer.Option(help="Glob of file names to read in directories (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of file or folder names to skip (repeatable) [default: .*].")] = None,
+    id_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the document id [default: id, _id, doc_id].")] = None,
+    title_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the title [default: title, name].")] = None,
+    text_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the text [default: text, body, content].")] = None,
+    chunk_tokens: Annotated[int, typer.Option(help="Chunk size in word pieces (new indexes only).")] = 254,
+    overlap: Annotated[int, typer.Option(help="Word pieces shared by consecutive chunks (new indexes only).")] = 32,
+    max_doc_chars: Annotated[int, typer.Option(help="Skip (and report) documents longer than this.")] = 2_000_000,
+    as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Add documents to an index (created if needed); unchanged documents are skipped."""
+    options = SourceOptions(
+        include=tuple(include) if include else SourceOptions.include,
+        exclude=tuple(exclude) if exclude else SourceOptions.exclude,
+        fields=FieldMap.of(id=id_field, title=title_field, text=text_field),
+    )
+    chunking = ChunkingConfig(max_tokens=chunk_tokens, overlap_tokens=overlap)
+    with Index.open_or_create(index, model=model, chunking=chunking) as opened:
+        records = list(read_sources(paths, options))
+        report = opened.add(records, progress=not quiet and not as_json, max_document_chars=max_doc_chars)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_ingest_report(report, index)
+    if report.failed:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def print_ingest_report(report: IngestReport, index: Path) -> None:
+    for problem in report.failed:
+        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(
+        f"{index}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(report.failed)} failed; {report.chunks_added} chunks embedded, {report.chunks_removed} removed"
+    )
+    if report.chunks_added:
+        typer.echo(
+            f"{report.seconds:.1f} s in all, {report.documents_per_second:.1f} documents/s, "
+            f"embedding {report.chunks_per_second:.1f} chunks/s"
+        )
+
+
+@app.command("search")
+@user_errors
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to search for, in plain words.", show_default=False)],
+    index: IndexOption,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Metadata condition such as 'year>=2020', 'topic=nlp' or 'lang in en,de' (repeatable; all must hold)."),
+    ] = None,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search an index by meaning and print the best-matching chunks."""
+    with Index.open(index, model=model) as opened:
+        hits = opened.search(query, k, where=parse_conditions(where or []))
+    if as_json:
+        typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
+    elif not hits:
+        typer.echo("no hits")
+    else:
+        for hit in hits:
+            print_hit(hit)
+
+
+def print_hit(hit: Hit, width: int = 300) -> None:
+    heading = f"{hit.rank:>2}. {hit.score:.4f}  {hit.doc_id}"
+    if hit.title:
+        heading += f"  {hit.title}"
+    typer.secho(heading, bold=True)
+    snippet = " ".join(hit.text.split())
+    if len(snippet) > width:
+        snippet = snippet[: width - 3].rsplit(" ", 1)[0] + "..."
+    typer.echo(f"    {snippet}")
+    details = [f"chars {hit.start}-{hit.end}"] + [f"{key}={value}" for key, value in hit.metadata.items()]
+    typer.secho(f"    {'  '.join(details)}", dim=True)
+
+
+@app.command("delete")
+@user_errors
+def delete_command(
+    doc_ids: Annotated[list[str], typer.Argument(help="Ids of the documents to remove.", show_default=False)],
+    index: IndexOption,
+) -> None:
+    """Remove documents from an index by id."""
+    with Index.open(index) as opened:
+        report = opened.delete(doc_ids)
+    typer.echo(f"deleted {len(report.deleted)} documents ({report.chunks_removed} chunks)")
+    if report.not_found:
+        typer.secho(f"not in the index: {', '.join(report.not_found)}", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command("info")
+@user_errors
+def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
+    """Show an index's configuration (model, chunking, vectors) and counts."""
+    with Index.open(index) as opened:
+        info = opened.info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    config = info["config"]
+    model, chunking, counts = config["model"], config["chunking"], info["counts"]
+    rows = [
+        ("index", info["path"]),
+        ("model", model["name"]),
+        ("  weights sha256", model["weights_sha256"]),
+        ("  dimension", model["dimension"]),
+        ("  normalised", model["normalize"]),
+        ("  max sequence", f"{model['max_seq_length']} word pieces"),
+        ("chunking", f"{chunking['max_tokens']} word pieces, {chunking['overlap_tokens']} overlap"),
+        ("vectors", f"FAISS {config['vectors']['description']}, {config['vectors']['metric']}"),
+        ("documents", f"{counts['documents']:,}"),
+        ("chunks", f"{counts['chunks']:,}"),
+        ("vectors held", f"{counts['vectors']:,}"),
+        ("metadata fields", ", ".join(info["metadata_fields"]) or "none"),
+        ("schema version", config["schema_version"]),
+        ("store generation", info["generation"]),
+        ("size on disk", f"{sum(info['size_bytes'].values()) / 1e6:.1f} MB"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name:<{width}}  {value}")
+
+
+@app.command("reindex")
+@user_errors
+def reindex_command(index: IndexOption) -> None:
+    """Rebuild the FAISS file from the stored embeddings, without re-embedding."""
+    with Index.open(index) as opened:
+        count = opened.reindex()
+    typer.echo(f"rebuilt the vector index at {index}: {count:,} vectors")
+
+
+def main() -> None:
+    app(prog_name="searchkit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

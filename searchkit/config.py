@@ -1,0 +1,139 @@
+"""The index configuration as plain data.
+
+An index directory is fully described by its manifest, so the configuration is a tree of
+frozen dataclasses that round-trip exactly through ``to_dict``/``from_dict`` (and so
+through JSON). Validation happens here, at the boundary, so a bad setting fails before
+any work is done, with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from searchkit.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DEFAULT_MODEL",
+    "ModelIdentity",
+    "ChunkingConfig",
+    "VectorConfig",
+    "IndexConfig",
+]
+
+SCHEMA_VERSION = 1
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two embedders interchangeable: same weights, same vector space.
+
+    ``weights_sha256`` is what catches a different model behind the same name; the
+    dimension alone would let a same-sized model through with meaningless scores.
+    """
+
+    name: str
+    weights_sha256: str
+    dimension: int
+    normalize: bool = True
+    max_seq_length: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("model.name must not be empty")
+        if self.dimension <= 0:
+            raise ConfigError(f"model.dimension must be positive, got {self.dimension}")
+        if self.max_seq_length <= 2:
+            raise ConfigError(f"model.max_seq_length must be above 2, got {self.max_seq_length}")
+
+    def same_vectors_as(self, other: ModelIdentity) -> bool:
+        """True when vectors from ``other`` are comparable with ours."""
+        return (
+            self.weights_sha256 == other.weights_sha256
+            and self.dimension == other.dimension
+            and self.normalize == other.normalize
+        )
+
+    def describe(self) -> str:
+        return f"{self.name} (dim {self.dimension}, weights {self.weights_sha256[:12]})"
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """How documents are cut into passages the model can read whole.
+
+    Sizes are in the embedding model's word pieces. The default fills the model's
+    256-piece window (less the two special tokens), so a short document stays a single
+    chunk and is embedded exactly as the model's published benchmarks embed it.
+    """
+
+    max_tokens: int = 254
+    overlap_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 8:
+            raise ConfigError(f"chunking.max_tokens must be at least 8, got {self.max_tokens}")
+        if not 0 <= self.overlap_tokens < self.max_tokens:
+            raise ConfigError(
+                f"chunking.overlap_tokens must be between 0 and max_tokens - 1 "
+                f"({self.max_tokens - 1}), got {self.overlap_tokens}"
+            )
+
+
+@dataclass(frozen=True)
+class VectorConfig:
+    """The FAISS side: an index factory description and the similarity metric.
+
+    Only exact inner-product search ("Flat") is offered for now: it is what the quality
+    figures are measured with, and it is fast enough to about a million chunks.
+    """
+
+    description: str = "Flat"
+    metric: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.description != "Flat":
+            raise ConfigError(f"vectors.description {self.description!r} is not supported; use 'Flat'")
+        if self.metric != "cosine":
+            raise ConfigError(f"vectors.metric {self.metric!r} is not supported; use 'cosine'")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Everything that decides what an index contains, as data."""
+
+    model: ModelIdentity
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    vectors: VectorConfig = field(default_factory=VectorConfig)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.chunking.max_tokens > self.model.max_seq_length - 2:
+            raise ConfigError(
+                f"chunking.max_tokens ({self.chunking.max_tokens}) exceeds what the model reads "
+                f"({self.model.max_seq_length - 2} word pieces plus 2 special tokens); lower it"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
+        """Rebuild a config from ``to_dict`` output; unknown or missing keys are errors."""
+        try:
+            version = data.get("schema_version", SCHEMA_VERSION)
+            if version != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"index schema version {version} is not supported by this searchkit "
+                    f"(supports {SCHEMA_VERSION}); rebuild the index or upgrade searchkit"
+                )
+            return cls(
+                model=ModelIdentity(**data["model"]),
+                chunking=ChunkingConfig(**data.get("chunking", {})),
+                vectors=VectorConfig(**data.get("vectors", {})),
+                schema_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"invalid index configuration: {exc}") from exc

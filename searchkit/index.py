@@ -1,0 +1,458 @@
+"""The Index: what people hold. It ties the store, the vectors and the embedder together.
+
+An index is a directory::
+
+    manifest.json   the configuration as data, and the counts
+    store.sqlite    documents, chunks, metadata and embeddings (the source of truth)
+    vectors.faiss   the FAISS index over chunk ids (derived; rebuilt from the store)
+    vectors.json    the store generation the FAISS file reflects
+    write.lock      held by the one process allowed to write
+
+Writes go one batch of whole documents per SQLite transaction, so a killed ingest
+leaves each document either fully indexed or absent; the vector file is brought back in
+step with the store whenever it lags (on open, and before a search if another process
+wrote in the meantime).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+from tqdm.auto import tqdm
+
+from searchkit.chunking import Span, chunk_spans, embedding_input, title_budget
+from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig
+from searchkit.document import Document, Problem, as_document
+from searchkit.embedding import Embedder, load_embedder
+from searchkit.errors import (
+    IndexCorruptError,
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    QueryError,
+    SearchkitError,
+)
+from searchkit.filters import Where, compile_where
+from searchkit.store import Store, StoredChunk
+from searchkit.vectors import VectorIndex, atomic_write
+
+__all__ = ["Index", "Hit", "IngestReport", "DeleteReport"]
+
+MANIFEST_FILE = "manifest.json"
+STORE_FILE = "store.sqlite"
+LOCK_FILE = "write.lock"
+MAX_QUERY_CHARS = 4096
+DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
+# Text gathered per embedding call and store transaction (about 500 full chunks): large
+# enough for efficiently padded batches, small enough that a killed ingest loses little.
+BATCH_CHARS = 500_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked chunk: where it comes from, how well it matches, and its text."""
+
+    rank: int
+    score: float
+    doc_id: str
+    chunk_id: int
+    title: str
+    text: str
+    start: int
+    end: int
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts, skipped inputs with their reasons, and the speed."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    failed: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_added / self.embed_seconds if self.embed_seconds else 0.0
+
+    @property
+    def documents_per_second(self) -> float:
+        return (self.added + self.updated) / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = [str(p) for p in self.failed]
+        data["chunks_per_second"] = self.chunks_per_second
+        data["documents_per_second"] = self.documents_per_second
+        return data
+
+
+@dataclass(frozen=True)
+class DeleteReport:
+    deleted: list[str]
+    not_found: list[str]
+    chunks_removed: int
+
+
+class Index:
+    """A searchable collection of documents on disk. Create with :meth:`create`, reopen with :meth:`open`."""
+
+    def __init__(self, path: Path, config: IndexConfig, embedder: Embedder, store: Store) -> None:
+        self.path = path
+        self.config = config
+        self.embedder = embedder
+        self.store = store
+        self.vectors = VectorIndex(config.model.dimension)
+        self._generation = -1
+        self._lock = FileLock(path / LOCK_FILE)
+
+    # Lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        model: str | Embedder = DEFAULT_MODEL,
+        chunking: ChunkingConfig | None = None,
+    ) -> Index:
+        """Create a new, empty index directory for documents embedded by ``model``."""
+        path = Path(path)
+        if (path / MANIFEST_FILE).exists():
+            raise SearchkitError(f"an index already exists at {path}; open it, or delete the directory first")
+        if path.exists() and not path.is_dir():
+            raise SearchkitError(f"{path} is a file; give a directory for the index")
+        embedder = load_embedder(model) if isinstance(model, str) else model
+        identity = embedder.identity
+        chunking = chunking or ChunkingConfig(max_tokens=min(254, identity.max_seq_length - 2))
+        config = IndexConfig(model=identity, chunking=chunking)
+        path.mkdir(parents=True, exist_ok=True)
+        store = Store(path / STORE_FILE, create=True)
+        index = cls(path, config, embedder, store)
+        index._write_manifest()
+        index._generation = store.generation()
+        return index
+
+    @classmethod
+    def open(cls, path: str | Path, *, model: str | Embedder | None = None) -> Index:
+        """Open an existing index; ``model`` (default: the one it was built with) must match it."""
+        path = Path(path)
+        config = read_manifest(path)
+        if model is None:
+            model = config.model.name
+        embedder = load_embedder(model) if isinstance(model, str) else model
+        if not embedder.identity.same_vectors_as(config.model):
+            raise ModelMismatchError(
+                f"the index at {path} was built with {config.model.describe()}, but the model in use is "
+                f"{embedder.identity.describe()}; open it with --model {config.model.name!r} or build a new index"
+            )
+        index = cls(path, config, embedder, Store(path / STORE_FILE))
+        index._load_vectors()
+        return index
+
+    @classmethod
+    def open_or_create(
+        cls, path: str | Path, *, model: str | None = None, chunking: ChunkingConfig | None = None
+    ) -> Index:
+        if (Path(path) / MANIFEST_FILE).exists():
+            return cls.open(path, model=model)
+        return cls.create(path, model=model or DEFAULT_MODEL, chunking=chunking)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Writing
+
+    def add(
+        self,
+        documents: Iterable[Document | Mapping[str, Any] | Problem],
+        *,
+        progress: bool = False,
+        max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
+    ) -> IngestReport:
+        """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
+
+        ``documents`` may mix in :class:`Problem` records from a reader; they are
+        reported in the result with anything else that could not be indexed.
+        """
+        report = IngestReport()
+        started = time.perf_counter()
+        total = len(documents) if isinstance(documents, Sequence) else None
+        with self._writing(), tqdm(total=total, unit="doc", desc="indexing", disable=not progress) as bar:
+            seen: dict[str, str] = {}
+            pending: list[Document] = []
+            pending_chars = 0
+            for item in documents:
+                document = self._accept(item, seen, max_document_chars, report)
+                if document is None:
+                    bar.update(1)
+                    continue
+                pending.append(document)
+                pending_chars += len(document.text)
+                if pending_chars >= BATCH_CHARS:
+                    self._ingest_batch(pending, report)
+                    bar.update(len(pending))
+                    pending, pending_chars = [], 0
+            if pending:
+                self._ingest_batch(pending, report)
+                bar.update(len(pending))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _accept(
+        self, item: Document | Mapping[str, Any] | Problem, seen: dict[str, str], max_chars: int, report: IngestReport
+    ) -> Document | None:
+        if isinstance(item, Problem):
+            report.failed.append(item)
+            return None
+        try:
+            document = as_document(item)
+        except TypeError as exc:
+            report.failed.append(Problem("input", str(exc)))
+            return None
+        where = document.origin or f"document {document.id!r}"
+        reason = document.validate(max_chars)
+        if reason is None and document.id in seen:
+            reason = f"duplicate document id {document.id!r} (first seen at {seen[document.id]}); kept the first"
+        if reason:
+            report.failed.append(Problem(where, reason))
+            return None
+        seen[document.id] = where
+        return document
+
+    def _ingest_batch(self, batch: list[Document], report: IngestReport) -> None:
+        states = self.store.document_states([d.id for d in batch])
+        to_embed: list[tuple[Document, int | None]] = []
+        metadata_only: list[tuple[int, Document]] = []
+        for document in batch:
+            state = states.get(document.id)
+            if state is None:
+                to_embed.append((document, None))
+            elif state.content_hash != document.content_hash:
+                to_embed.append((document, state.pk))
+            elif state.meta != document.metadata_json():
+                metadata_only.append((state.pk, document))
+            else:
+                report.unchanged += 1
+        if not to_embed and not metadata_only:
+            return
+        chunked = self._chunk([d for d, _ in to_embed])
+        inputs = [embedding_input(d.title, c.text) for d, doc_chunks in zip((d for d, _ in to_embed), chunked) for c in doc_chunks]
+        embed_started = time.perf_counter()
+        vectors = self.embedder.encode(inputs)
+        report.embed_seconds += time.perf_counter() - embed_started
+        rows, offset = [], 0
+        for (document, _), doc_chunks in zip(to_embed, chunked):
+            rows.append((document, doc_chunks, vectors[offset:offset + len(doc_chunks)]))
+            offset += len(doc_chunks)
+        replaced = [pk for _, pk in to_embed if pk is not None]
+        removed, new_ids, generation = self.store.write(rows, replaced, metadata_only)
+        self.vectors.remove(removed)
+        self.vectors.add(new_ids, vectors)
+        self._generation = generation
+        report.added += sum(1 for _, pk in to_embed if pk is None)
+        report.updated += len(replaced) + len(metadata_only)
+        report.chunks_added += len(new_ids)
+        report.chunks_removed += len(removed)
+
+    def _chunk(self, batch: list[Document]) -> list[list[StoredChunk]]:
+        """Token-aware chunks of each document, as spans of its text."""
+        if not batch:
+            return []
+        text_offsets = self.embedder.token_offsets([d.text for d in batch])
+        title_offsets = self.embedder.token_offsets([d.title for d in batch])
+        result = []
+        for document, offsets, title in zip(batch, text_offsets, title_offsets):
+            budget = title_budget(self.config.chunking, len(title))
+            spans = chunk_spans(document.text, offsets, budget, min(self.config.chunking.overlap_tokens, budget - 1))
+            if not spans:  # only characters the tokenizer drops: keep the text whole
+                spans = [Span(0, len(document.text))]
+            result.append([StoredChunk(i, s.start, s.end, document.text[s.start:s.end]) for i, s in enumerate(spans)])
+        return result
+
+    def delete(self, doc_ids: Sequence[str]) -> DeleteReport:
+        """Remove documents by id; ids not in the index are reported, not errors."""
+        with self._writing():
+            removed, missing, generation = self.store.delete(list(doc_ids))
+            self.vectors.remove(removed)
+            self._generation = generation
+        found = [d for d in doc_ids if d not in set(missing)]
+        return DeleteReport(deleted=found, not_found=missing, chunks_removed=len(removed))
+
+    def reindex(self) -> int:
+        """Rebuild the FAISS file from the stored embeddings (no re-embedding); returns the vector count."""
+        with self._writing():
+            self._rebuild()
+        return len(self.vectors)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock, start from the current store state, and save the vectors after."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise IndexLockedError(
+                f"another process is writing to the index at {self.path}; wait for it to finish and try again"
+            ) from None
+        try:
+            self._sync()
+            try:
+                yield
+            finally:
+                self._save()
+        finally:
+            self._lock.release()
+
+    def _save(self) -> None:
+        self.vectors.save(self.path, self._generation)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        documents, chunks = self.store.counts()
+        manifest = {
+            "format": "searchkit-index",
+            "config": self.config.to_dict(),
+            "counts": {"documents": documents, "chunks": chunks},
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write(self.path / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+
+    # Keeping the vectors in step with the store
+
+    def _load_vectors(self) -> None:
+        loaded = VectorIndex.load(self.path, self.config.model.dimension)
+        if loaded is not None:
+            self.vectors, state = loaded
+            self._generation = state.generation
+        self._sync()
+
+    def _sync(self) -> None:
+        """Catch the in-memory vectors up with the store if another writer (or a crash) left them behind.
+
+        Chunk ids are never reused and a chunk's embedding never changes, so the
+        difference between the id sets is exactly what to add and remove.
+        """
+        generation = self.store.generation()
+        if generation == self._generation:
+            return
+        stored_ids = self.store.all_chunk_ids()
+        held_ids = self.vectors.ids()
+        self.vectors.remove(np.setdiff1d(held_ids, stored_ids, assume_unique=True))
+        missing = np.setdiff1d(stored_ids, held_ids, assume_unique=True)
+        if len(missing):
+            ids, vectors = self.store.embeddings_for(missing, self.config.model.dimension)
+            self.vectors.add(ids, vectors)
+        self._generation = generation
+
+    def _rebuild(self) -> None:
+        generation = self.store.generation()
+        vectors = VectorIndex(self.config.model.dimension)
+        for ids, batch in self.store.embeddings(self.config.model.dimension):
+            vectors.add(ids, batch)
+        self.vectors = vectors
+        self._generation = generation
+
+    # Searching
+
+    def search(self, query: str, k: int = 10, *, where: Where | None = None) -> list[Hit]:
+        """The ``k`` chunks most similar to ``query`` (cosine), best first, among those matching ``where``."""
+        return self.search_batch([query], k, where=where)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
+        """Search many queries at once: one batched encode and one FAISS call."""
+        if isinstance(queries, str):
+            raise QueryError("search_batch takes a list of queries; use search() for one")
+        for query in queries:
+            check_query(query)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise QueryError(f"k must be a positive integer, got {k!r}")
+        allowed = self._allowed_chunks(where)
+        self._sync()
+        if not queries or len(self.vectors) == 0:
+            return [[] for _ in queries]
+        scores, ids = self.vectors.search(self.embedder.encode(list(queries)), k, allowed)
+        rows = self.store.chunk_rows(np.unique(ids[ids >= 0]).tolist())
+        results = []
+        for query_scores, query_ids in zip(scores, ids):
+            hits: list[Hit] = []
+            for score, chunk_id in zip(query_scores, query_ids):
+                row = rows.get(int(chunk_id))
+                if row is not None:
+                    hits.append(Hit(len(hits) + 1, float(score), row.doc_id, row.chunk_id, row.title,
+                                    row.text, row.start, row.end, row.metadata))
+            results.append(hits)
+        return results
+
+    def _allowed_chunks(self, where: Where | None) -> np.ndarray | None:
+        condition = compile_where(where, self.store.field_names())
+        return None if condition is None else self.store.chunk_ids_where(condition)
+
+    # Inspecting
+
+    def info(self) -> dict[str, Any]:
+        """The whole configuration and the counts, as data (``searchkit info`` prints it)."""
+        documents, chunks = self.store.counts()
+        self._sync()
+        return {
+            "path": str(self.path),
+            "config": self.config.to_dict(),
+            "counts": {"documents": documents, "chunks": chunks, "vectors": len(self.vectors)},
+            "metadata_fields": sorted(self.store.field_names()),
+            "generation": self._generation,
+            "size_bytes": {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()},
+        }
+
+    def __len__(self) -> int:
+        return self.store.counts()[0]
+
+
+def check_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise QueryError(f"a query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise QueryError("the query is empty; type some words to search for")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(
+            f"the query is {len(query):,} characters, over the limit of {MAX_QUERY_CHARS:,}; "
+            "shorten it (the model reads only its first few hundred words anyway)"
+        )
+    return query
+
+
+def read_manifest(path: Path) -> IndexConfig:
+    """The configuration of the index at ``path``, with an error that says what to do if there is none."""
+    manifest_path = path / MANIFEST_FILE
+    if not path.exists():
+        raise IndexNotFoundError(f"no index at {path}; create one with 'searchkit index FILES... --index {path}'")
+    if not manifest_path.exists():
+        raise IndexNotFoundError(
+            f"{path} is not a searchkit index (no {MANIFEST_FILE}); "
+            f"create one with 'searchkit index FILES... --index {path}'"
+        )
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return IndexConfig.from_dict(data["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexCorruptError(f"{manifest_path} is unreadable ({exc}); rebuild the index") from exc

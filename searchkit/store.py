@@ -1,0 +1,288 @@
+"""The SQLite store: documents, chunks, metadata and embeddings, through SQLAlchemy.
+
+The store is the source of truth; the FAISS file is derived from it. Every write is one
+transaction that also bumps a *generation* counter, so the vector file can record which
+store state it reflects and a lagging file is caught on open. Chunk ids are
+AUTOINCREMENT keys: SQLite never reuses them, so an id in a stale vector file can never
+point at a different chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DatabaseError
+
+from searchkit.document import Document
+from searchkit.errors import IndexCorruptError
+
+__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks"]
+
+_schema = MetaData()
+
+documents = Table(
+    "documents",
+    _schema,
+    Column("pk", Integer, primary_key=True),
+    Column("doc_id", String, nullable=False, unique=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("text", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("meta", Text, nullable=False, default="{}"),
+    Column("origin", Text, nullable=False, default=""),
+    sqlite_autoincrement=True,
+)
+
+chunks = Table(
+    "chunks",
+    _schema,
+    Column("id", Integer, primary_key=True),
+    Column("document_pk", Integer, ForeignKey("documents.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("ordinal", Integer, nullable=False),
+    Column("start", Integer, nullable=False),
+    Column("end", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+fields = Table("fields", _schema, Column("name", String, primary_key=True))
+state = Table("state", _schema, Column("key", String, primary_key=True), Column("value", Integer, nullable=False))
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk ready to be written: its span of the document and its vector."""
+
+    ordinal: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk read back for a hit, joined with its document."""
+
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str
+    start: int
+    end: int
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the store knows of a document already indexed."""
+
+    pk: int
+    content_hash: str
+    meta: str
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """Documents and chunks in one SQLite file."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise IndexCorruptError(f"{path} is missing; the index is incomplete. Rebuild it with 'searchkit index'")
+        self.engine: Engine = create_engine(f"sqlite:///{path}")
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            if create:
+                _schema.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(select(state.c.value).where(state.c.key == "generation")).first() is None:
+                        conn.execute(insert(state).values(key="generation", value=0))
+            self.generation()
+        except DatabaseError as exc:
+            raise IndexCorruptError(f"{path} is not a readable searchkit store ({exc.orig}); rebuild the index") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Reading
+
+    def generation(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(state.c.value).where(state.c.key == "generation")).scalar()
+        if value is None:
+            raise IndexCorruptError(f"{self.path} has no generation record; rebuild the index")
+        return int(value)
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks)."""
+        with self.engine.connect() as conn:
+            docs = conn.execute(select(func.count()).select_from(documents)).scalar_one()
+            chunk_count = conn.execute(select(func.count()).select_from(chunks)).scalar_one()
+        return int(docs), int(chunk_count)
+
+    def field_names(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(fields.c.name)).scalars())
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocumentState]:
+        found: dict[str, DocumentState] = {}
+        with self.engine.connect() as conn:
+            for batch in _batches(list(doc_ids), 500):
+                rows = conn.execute(
+                    select(documents.c.doc_id, documents.c.pk, documents.c.content_hash, documents.c.meta)
+                    .where(documents.c.doc_id.in_(batch))
+                )
+                for doc_id, pk, content_hash, meta in rows:
+                    found[doc_id] = DocumentState(pk, content_hash, meta)
+        return found
+
+    def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+        query = (
+            select(chunks.c.id, documents.c.doc_id, documents.c.title, chunks.c.text,
+                   chunks.c.start, chunks.c.end, documents.c.meta)
+            .join(documents, chunks.c.document_pk == documents.c.pk)
+        )
+        rows: dict[int, ChunkRow] = {}
+        with self.engine.connect() as conn:
+            for batch in _batches([int(i) for i in chunk_ids], 500):
+                for row in conn.execute(query.where(chunks.c.id.in_(batch))):
+                    rows[row.id] = ChunkRow(row.id, row.doc_id, row.title, row.text, row.start, row.end, json.loads(row.meta))
+        return rows
+
+    def chunk_ids_where(self, condition: ColumnElement[bool]) -> np.ndarray:
+        query = select(chunks.c.id).join(documents, chunks.c.document_pk == documents.c.pk).where(condition)
+        with self.engine.connect() as conn:
+            ids = conn.execute(query).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def all_chunk_ids(self) -> np.ndarray:
+        with self.engine.connect() as conn:
+            return np.asarray(conn.execute(select(chunks.c.id)).scalars().all(), dtype=np.int64)
+
+    def embeddings(self, dimension: int, page: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All stored (ids, vectors) in pages, in one read transaction (a consistent snapshot)."""
+        with self.engine.connect() as conn:
+            result = conn.execute(select(chunks.c.id, chunks.c.embedding).order_by(chunks.c.id))
+            while rows := result.fetchmany(page):
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dimension)
+                yield ids, vectors
+
+    def embeddings_for(self, chunk_ids: np.ndarray, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+        found_ids: list[int] = []
+        blobs: list[bytes] = []
+        with self.engine.connect() as conn:
+            for batch in _batches(chunk_ids.tolist(), 500):
+                for chunk_id, blob in conn.execute(select(chunks.c.id, chunks.c.embedding).where(chunks.c.id.in_(batch))):
+                    found_ids.append(chunk_id)
+                    blobs.append(blob)
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(found_ids), dimension)
+        return np.asarray(found_ids, dtype=np.int64), vectors
+
+    # Writing
+
+    def write(
+        self,
+        new: Sequence[tuple[Document, Sequence[StoredChunk], np.ndarray]],
+        replaced: Sequence[int] = (),
+        metadata_only: Sequence[tuple[int, Document]] = (),
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Write one batch atomically: (removed chunk ids, new chunk ids, new generation).
+
+        ``replaced`` are document keys whose old rows (and chunks) go away because a new
+        version is in ``new``; ``metadata_only`` updates metadata in place.
+        """
+        with self.engine.begin() as conn:
+            removed = self._delete_documents(conn, replaced)
+            new_ids: list[int] = []
+            field_names: set[str] = set()
+            for document, doc_chunks, vectors in new:
+                pk = conn.execute(
+                    insert(documents).values(
+                        doc_id=document.id, title=document.title, text=document.text,
+                        content_hash=document.content_hash, meta=document.metadata_json(),
+                        origin=document.origin,
+                    )
+                ).inserted_primary_key[0]
+                rows = [
+                    {"document_pk": pk, "ordinal": c.ordinal, "start": c.start, "end": c.end,
+                     "text": c.text, "embedding": vectors[i].tobytes()}
+                    for i, c in enumerate(doc_chunks)
+                ]
+                new_ids.extend(
+                    conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars()
+                )
+                field_names.update(document.metadata)
+            for pk, document in metadata_only:
+                conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
+                field_names.update(document.metadata)
+            self._register_fields(conn, field_names)
+            generation = self._bump(conn)
+        return removed, np.asarray(new_ids, dtype=np.int64), generation
+
+    def delete(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, list[str], int]:
+        """Delete documents by id: (removed chunk ids, ids not found, new generation)."""
+        states = self.document_states(doc_ids)
+        with self.engine.begin() as conn:
+            removed = self._delete_documents(conn, [s.pk for s in states.values()])
+            generation = self._bump(conn)
+        return removed, [d for d in doc_ids if d not in states], generation
+
+    @staticmethod
+    def _delete_documents(conn: Any, pks: Sequence[int]) -> np.ndarray:
+        removed: list[int] = []
+        for batch in _batches(list(pks), 500):
+            removed.extend(conn.execute(select(chunks.c.id).where(chunks.c.document_pk.in_(batch))).scalars())
+            conn.execute(delete(chunks).where(chunks.c.document_pk.in_(batch)))
+            conn.execute(delete(documents).where(documents.c.pk.in_(batch)))
+        return np.asarray(removed, dtype=np.int64)
+
+    @staticmethod
+    def _register_fields(conn: Any, names: set[str]) -> None:
+        if names:
+            conn.execute(insert(fields).prefix_with("OR IGNORE"), [{"name": n} for n in sorted(names)])
+
+    @staticmethod
+    def _bump(conn: Any) -> int:
+        conn.execute(update(state).where(state.c.key == "generation").values(value=state.c.value + 1))
+        return int(conn.execute(select(state.c.value).where(state.c.key == "generation")).scalar_one())
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
