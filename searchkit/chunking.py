@@ -47,10 +47,34 @@ def chunk_spans(
         last = min(first + max_tokens, count)
         if last < count:
             last = _sentence_cut(text, offsets, first, last, max_tokens)
+            last = _word_boundary_before(text, offsets, last, first + 1)
         spans.append(Span(offsets[first][0], offsets[last - 1][1]))
         if last >= count:
             return spans
-        first = max(last - overlap_tokens, first + 1)
+        start = max(last - overlap_tokens, first + 1)
+        first = _word_boundary_before(text, offsets, start, first + 1)
+        if not _starts_word(text, offsets, first):  # one word longer than the window
+            first = start
+
+
+def _starts_word(text: str, offsets: Sequence[tuple[int, int]], index: int) -> bool:
+    """False for a piece that continues a word (``##ing``): cutting there would make
+    the chunk's text re-tokenize into different, and usually more, word pieces."""
+    if index <= 0 or index >= len(offsets):
+        return True
+    start = offsets[index][0]
+    return not (
+        start == offsets[index - 1][1] and 0 < start < len(text)
+        and text[start - 1].isalnum() and text[start].isalnum()
+    )
+
+
+def _word_boundary_before(text: str, offsets: Sequence[tuple[int, int]], index: int, lowest: int) -> int:
+    """``index`` moved back to the first piece of its word, but not below ``lowest``."""
+    moved = index
+    while moved > lowest and not _starts_word(text, offsets, moved):
+        moved -= 1
+    return moved if _starts_word(text, offsets, moved) else index
 
 
 def _sentence_cut(

@@ -19,7 +19,7 @@ import typer
 from searchkit.config import ChunkingConfig
 from searchkit.errors import SearchkitError
 from searchkit.filters import parse_conditions
-from searchkit.index import Hit, Index, IngestReport
+from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
 from searchkit.sources import FieldMap, SourceOptions, read_sources
 
 __all__ = ["app", "main"]
@@ -78,7 +78,8 @@ def index_command(
     text_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the text [default: text, body, content].")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in word pieces (new indexes only).")] = 254,
     overlap: Annotated[int, typer.Option(help="Word pieces shared by consecutive chunks (new indexes only).")] = 32,
-    max_doc_chars: Annotated[int, typer.Option(help="Skip (and report) documents longer than this.")] = 2_000_000,
+    max_doc_chars: Annotated[int, typer.Option(help="Skip (and report) documents longer than this.")] = DEFAULT_MAX_DOCUMENT_CHARS,
+    batch_chars: Annotated[int, typer.Option(min=1, help="Characters of text embedded and committed per batch.")] = BATCH_CHARS,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -91,7 +92,9 @@ def index_command(
     chunking = ChunkingConfig(max_tokens=chunk_tokens, overlap_tokens=overlap)
     with Index.open_or_create(index, model=model, chunking=chunking) as opened:
         records = list(read_sources(paths, options))
-        report = opened.add(records, progress=not quiet and not as_json, max_document_chars=max_doc_chars)
+        report = opened.add(
+            records, progress=not quiet and not as_json, max_document_chars=max_doc_chars, batch_chars=batch_chars
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

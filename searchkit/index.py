@@ -191,11 +191,14 @@ class Index:
         *,
         progress: bool = False,
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
+        batch_chars: int = BATCH_CHARS,
     ) -> IngestReport:
         """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
 
         ``documents`` may mix in :class:`Problem` records from a reader; they are
-        reported in the result with anything else that could not be indexed.
+        reported in the result with anything else that could not be indexed. Each
+        batch of about ``batch_chars`` characters of text is embedded and committed
+        in one transaction.
         """
         report = IngestReport()
         started = time.perf_counter()
@@ -211,7 +214,7 @@ class Index:
                     continue
                 pending.append(document)
                 pending_chars += len(document.text)
-                if pending_chars >= BATCH_CHARS:
+                if pending_chars >= batch_chars:
                     self._ingest_batch(pending, report)
                     bar.update(len(pending))
                     pending, pending_chars = [], 0
