@@ -36,7 +36,8 @@ def chunk_spans(
     A window that would cut mid-sentence ends instead at the last sentence end in its
     final stretch, so chunks read as whole sentences where the text allows; the next
     window starts ``overlap_tokens`` pieces before the cut so no context is lost at
-    the seam.
+    the seam. Windows start and end between words, never inside one, so a chunk's text
+    re-tokenizes into the same pieces and stays within ``max_tokens``.
     """
     count = len(offsets)
     if count == 0:
@@ -53,8 +54,8 @@ def chunk_spans(
             return spans
         start = max(last - overlap_tokens, first + 1)
         first = _word_boundary_before(text, offsets, start, first + 1)
-        if not _starts_word(text, offsets, first):  # one word longer than the window
-            first = start
+        if not _starts_word(text, offsets, first):  # less (or no) overlap rather than half a word
+            first = next((i for i in range(start, last + 1) if _starts_word(text, offsets, i)), start)
 
 
 def _starts_word(text: str, offsets: Sequence[tuple[int, int]], index: int) -> bool:

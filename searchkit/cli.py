@@ -17,7 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from searchkit.config import ChunkingConfig
-from searchkit.errors import SearchkitError
+from searchkit.datasets import load_beir
+from searchkit.errors import ConfigError, SearchkitError
+from searchkit.evaluation import EvalSetting, evaluate_settings, format_table, parse_variant, write_report
 from searchkit.filters import parse_conditions
 from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
 from searchkit.sources import FieldMap, SourceOptions, read_sources
@@ -210,6 +212,61 @@ def reindex_command(index: IndexOption) -> None:
     with Index.open(index) as opened:
         count = opened.reindex()
     typer.echo(f"rebuilt the vector index at {index}: {count:,} vectors")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False)],
+    index: Annotated[Path, typer.Option("--index", "-i", help="Index to evaluate; built from the dataset's corpus if it does not exist.", show_default=False)],
+    k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "1,3,10,100",
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys model, chunk_tokens, overlap, index (repeatable)."),
+    ] = None,
+    model: ModelOption = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size when the index is built [default: 254].")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Chunk overlap when the index is built [default: 32].")] = None,
+    split: Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")] = "test",
+    report: Annotated[Path | None, typer.Option(help="Also write per-query scores, TREC runs and plots to this folder.")] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse embeddings of texts embedded before by the same model.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure retrieval quality (nDCG, recall, MRR, MAP, precision) against labeled queries."""
+    cutoffs = parse_cutoffs(k)
+    data = load_beir(dataset, split)
+    for problem in data.problems[:20]:
+        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    if len(data.problems) > 20:
+        typer.secho(f"... and {len(data.problems) - 20} more problems in {dataset}", err=True, fg=typer.colors.YELLOW)
+    chunking = None
+    if chunk_tokens is not None or overlap is not None:
+        defaults = ChunkingConfig()
+        chunking = ChunkingConfig(chunk_tokens or defaults.max_tokens, overlap if overlap is not None else defaults.overlap_tokens)
+    base = EvalSetting(index.name, index, model, chunking)
+    settings = [base] + [base.with_changes(parse_variant(text)) for text in compare or []]
+    results = evaluate_settings(data, settings, cutoffs, cache=cache, progress=not as_json)
+    if report is not None:
+        written = write_report(report, results, data.qrels)
+        typer.secho(f"wrote {len(written)} files to {report}", err=True)
+    if as_json:
+        summaries = {r.name: r.summary() for r in results}
+        typer.echo(json.dumps(summaries[base.name] if len(results) == 1 else summaries, indent=2))
+        return
+    typer.echo(format_table(results, cutoffs))
+    skipped = results[0].evaluation.skipped
+    if skipped:
+        typer.echo(f"{len(skipped)} queries without relevant judgements were left out: {', '.join(skipped[:10])}")
+
+
+def parse_cutoffs(text: str) -> list[int]:
+    try:
+        cutoffs = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(f"--k takes comma-separated positive integers like 1,3,10,100, got {text!r}") from None
+    if not cutoffs or cutoffs[0] < 1:
+        raise ConfigError(f"--k takes comma-separated positive integers like 1,3,10,100, got {text!r}")
+    return cutoffs
 
 
 def main() -> None:

@@ -122,6 +122,11 @@ class IndexConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
         """Rebuild a config from ``to_dict`` output; unknown or missing keys are errors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"invalid index configuration: expected an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"model", "chunking", "vectors", "schema_version"})
+        if unknown:
+            raise ConfigError(f"invalid index configuration: unknown keys {', '.join(map(repr, unknown))}")
         try:
             version = data.get("schema_version", SCHEMA_VERSION)
             if version != SCHEMA_VERSION:

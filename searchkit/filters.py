@@ -138,7 +138,11 @@ def _parse_value(raw: str) -> Any:
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
         return raw[1:-1]
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json)  # strict JSON: NaN, Infinity stay text
     except ValueError:
         return raw
     return value if isinstance(value, (int, float, bool)) or value is None else raw
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")

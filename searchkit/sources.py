@@ -118,9 +118,11 @@ def _decode(where: str, data: bytes, line: int | None = None) -> str | Problem:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        # The utf-8-sig codec reports positions after a leading BOM it has stripped.
+        bad = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
         if line is None:
-            line = data.count(b"\n", 0, exc.start) + 1
-        return Problem(where, f"not valid UTF-8 (byte 0x{data[exc.start]:02x})", line)
+            line = data.count(b"\n", 0, bad) + 1
+        return Problem(where, f"not valid UTF-8 (byte 0x{data[bad]:02x})", line)
 
 
 def _text_document(where: str, text: str, suffix: str) -> Document:

@@ -1,0 +1,247 @@
+"""Evaluating an index against labeled queries: runs, scores, comparisons and reports.
+
+Retrieval returns chunks; evaluation judges documents. A document's score is its best
+chunk's score (max pooling), and enough chunks are retrieved that the top ``k``
+documents are filled even when a document contributes several chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from searchkit.cache import CachedEmbedder
+from searchkit.config import DEFAULT_MODEL, ChunkingConfig
+from searchkit.datasets import BeirDataset
+from searchkit.document import Document, Problem
+from searchkit.embedding import Embedder, load_embedder
+from searchkit.errors import ConfigError
+from searchkit.index import MANIFEST_FILE, Index, IngestReport, read_manifest
+from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
+from searchkit.sources import read_sources
+
+__all__ = [
+    "EvalResult",
+    "EvalSetting",
+    "evaluate_index",
+    "evaluate_settings",
+    "format_table",
+    "parse_variant",
+    "retrieve_run",
+    "write_report",
+]
+
+# Chunks retrieved per document asked for, so several chunks of one document still leave k documents.
+CHUNKS_PER_DOCUMENT = 3
+
+
+@dataclass
+class EvalResult:
+    """One configuration's evaluation: the scores, the run they came from, and timings."""
+
+    name: str
+    evaluation: Evaluation
+    run: Run
+    seconds: float
+    ingest: IngestReport | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The flat JSON shape ``searchkit eval --json`` prints: metric keys plus ``queries``."""
+        return {**self.evaluation.mean, "queries": self.evaluation.queries}
+
+
+def retrieve_run(index: Index, queries: Mapping[str, str], depth: int, *, batch_size: int = 64, progress: bool = False) -> Run:
+    """Rank documents for every query: ``{query_id: {doc_id: best chunk score}}``, ``depth`` documents deep."""
+    run: Run = {}
+    ids = list(queries)
+    with tqdm(total=len(ids), unit="query", desc="searching", disable=not progress) as bar:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size]
+            results = index.search_batch([queries[q] for q in batch], k=depth * CHUNKS_PER_DOCUMENT)
+            for query_id, hits in zip(batch, results):
+                scores: dict[str, float] = {}
+                for hit in hits:  # best first, so the first chunk of a document is its best
+                    if hit.doc_id not in scores:
+                        scores[hit.doc_id] = hit.score
+                        if len(scores) == depth:
+                            break
+                run[query_id] = scores
+            bar.update(len(batch))
+    return run
+
+
+def evaluate_index(
+    index: Index, dataset: BeirDataset, ks: Sequence[int], *, name: str = "", progress: bool = False
+) -> EvalResult:
+    started = time.perf_counter()
+    run = retrieve_run(index, dataset.queries, max(ks), progress=progress)
+    evaluation = evaluate_run(run, dataset.qrels, ks)
+    return EvalResult(name or index.path.name, evaluation, run, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """One configuration to evaluate: an index directory and, if it must be built, how."""
+
+    name: str
+    index: Path
+    model: str | None = None
+    chunking: ChunkingConfig | None = None
+
+    def with_changes(self, changes: Mapping[str, str]) -> EvalSetting:
+        """A variant of this setting; its index lives beside this one unless ``index`` is given."""
+        label = ",".join(f"{k}={v}" for k, v in changes.items())
+        unknown = set(changes) - VARIANT_KEYS
+        if unknown:
+            raise ConfigError(f"unknown setting {', '.join(sorted(unknown))} in {label!r}; use {', '.join(sorted(VARIANT_KEYS))}")
+        chunking = self.chunking or ChunkingConfig()
+        try:
+            chunking = replace(
+                chunking,
+                max_tokens=int(changes.get("chunk_tokens", chunking.max_tokens)),
+                overlap_tokens=int(changes.get("overlap", chunking.overlap_tokens)),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{label!r}: chunk_tokens and overlap take integers ({exc})") from exc
+        index = Path(changes["index"]) if "index" in changes else self.index.with_name(f"{self.index.name}.{_slug(label)}")
+        return EvalSetting(label, index, changes.get("model", self.model), chunking)
+
+
+VARIANT_KEYS = {"index", "model", "chunk_tokens", "overlap"}
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    """``"model=all-MiniLM-L6-v2,chunk_tokens=128"`` as a dict of settings."""
+    changes: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"cannot parse setting {part!r} in {text!r}; write KEY=VALUE, e.g. 'chunk_tokens=128'")
+        changes[key.strip()] = value.strip()
+    if not changes:
+        raise ConfigError("an empty --compare setting; write KEY=VALUE, e.g. 'chunk_tokens=128'")
+    return changes
+
+
+def evaluate_settings(
+    dataset: BeirDataset,
+    settings: Sequence[EvalSetting],
+    ks: Sequence[int],
+    *,
+    cache: bool = True,
+    progress: bool = False,
+) -> list[EvalResult]:
+    """Evaluate each setting on the same queries, building an index from the corpus where none exists.
+
+    Indexes are built with the normal ingestion, so what is measured is what users get;
+    with ``cache``, embeddings are shared through the embedding cache, so settings that
+    embed the same texts with the same model embed them once.
+    """
+    embedders: dict[str, Embedder] = {}
+    corpus: list[Document | Problem] | None = None
+    results = []
+    for setting in settings:
+        existing = read_manifest(setting.index) if (setting.index / MANIFEST_FILE).exists() else None
+        if existing and setting.chunking and existing.chunking != setting.chunking:
+            raise ConfigError(
+                f"the index at {setting.index} was built with {existing.chunking}, not {setting.chunking}; "
+                "remove it or give another --index"
+            )
+        model = setting.model or (existing.model.name if existing else DEFAULT_MODEL)
+        if model not in embedders:
+            embedders[model] = CachedEmbedder(load_embedder(model)) if cache else load_embedder(model)
+        ingest = None
+        if existing:
+            index = Index.open(setting.index, model=embedders[model])
+        else:
+            index = Index.create(setting.index, model=embedders[model], chunking=setting.chunking)
+            if corpus is None:
+                corpus = list(read_sources([dataset.corpus_path]))
+            ingest = index.add(corpus, progress=progress)
+        with index:
+            result = evaluate_index(index, dataset, ks, name=setting.name, progress=progress)
+            result.ingest = ingest
+            result.settings = {"index": str(setting.index), "config": index.config.to_dict()}
+        results.append(result)
+    return results
+
+
+def format_table(results: Sequence[EvalResult], ks: Sequence[int]) -> str:
+    """Metrics as rows; one column per configuration, plus the difference from the first."""
+    keys = [f"{metric}@{k}" for metric in METRICS for k in sorted(set(ks))]
+    names = [r.name for r in results]
+    header = ["metric", *names] + ([f"Δ {n}" for n in names[1:]] if len(results) > 1 else [])
+    rows = [header]
+    for key in keys:
+        values = [r.evaluation.mean.get(key, 0.0) for r in results]
+        rows.append([key, *(f"{v:.4f}" for v in values), *(f"{v - values[0]:+.4f}" for v in values[1:])])
+    rows.append(["queries", *(str(r.evaluation.queries) for r in results)] + [""] * (len(results) - 1))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, results: Sequence[EvalResult], qrels: Qrels) -> list[Path]:
+    """Per-query scores, TREC run files, a JSON summary and plots; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for result in results:
+        slug = _slug(result.name)
+        per_query = folder / f"{slug}.per_query.tsv"
+        keys = sorted(next(iter(result.evaluation.per_query.values()), {}))
+        with per_query.open("w") as out:
+            out.write("\t".join(["query_id", *keys]) + "\n")
+            for query_id, scores in sorted(result.evaluation.per_query.items()):
+                out.write("\t".join([query_id, *(f"{scores[k]:.6f}" for k in keys)]) + "\n")
+        run_file = folder / f"{slug}.run.trec"
+        with run_file.open("w") as out:
+            for query_id, docs in sorted(result.run.items()):
+                ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+                for rank, (doc_id, score) in enumerate(ranked, start=1):
+                    out.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {slug}\n")
+        written += [per_query, run_file]
+    summary = folder / "summary.json"
+    summary.write_text(json.dumps(
+        {r.name: {**r.summary(), "seconds": r.seconds, "skipped_queries": r.evaluation.skipped, **r.settings} for r in results},
+        indent=2,
+    ) + "\n")
+    written.append(summary)
+    written += _plots(folder, results, qrels)
+    return written
+
+
+def _plots(folder: Path, results: Sequence[EvalResult], qrels: Qrels) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cutoffs = list(range(1, 101))
+    figure, (recall_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for result in results:
+        curve = evaluate_run(result.run, qrels, cutoffs).mean
+        recall_axis.plot(cutoffs, [curve.get(f"recall@{k}", 0.0) for k in cutoffs], label=result.name)
+        ndcg = [scores.get("ndcg@10", 0.0) for scores in result.evaluation.per_query.values()]
+        ndcg_axis.hist(ndcg, bins=20, range=(0, 1), alpha=0.5, label=result.name)
+    recall_axis.set(xscale="log", xlabel="cut-off k (documents)", ylabel="mean recall@k", title="Recall at each cut-off", ylim=(0, 1))
+    recall_axis.grid(True, which="both", alpha=0.3)
+    recall_axis.legend()
+    ndcg_axis.set(xlabel="nDCG@10 of a query", ylabel="queries", title="Distribution of per-query nDCG@10")
+    ndcg_axis.legend()
+    figure.tight_layout()
+    path = folder / "retrieval_quality.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+
+import pytest
+
+from searchkit import ChunkingConfig, ConfigError, IndexConfig, ModelIdentity, VectorConfig
+from searchkit.config import SCHEMA_VERSION
+
+SHA = "ab" * 32
+MODEL = ModelIdentity(name="sentence-transformers/all-MiniLM-L6-v2", weights_sha256=SHA, dimension=384,
+                      normalize=True, max_seq_length=256)
+
+
+def config(**changes: object) -> IndexConfig:
+    return IndexConfig(model=MODEL, chunking=ChunkingConfig(max_tokens=200, overlap_tokens=20), **changes)
+
+
+def test_to_dict_is_plain_nested_data() -> None:
+    assert config().to_dict() == {
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights_sha256": SHA, "dimension": 384,
+                  "normalize": True, "max_seq_length": 256},
+        "chunking": {"max_tokens": 200, "overlap_tokens": 20},
+        "vectors": {"description": "Flat", "metric": "cosine"},
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        IndexConfig(model=MODEL),
+        IndexConfig(model=replace(MODEL, normalize=False, max_seq_length=128, dimension=768),
+                    chunking=ChunkingConfig(max_tokens=126, overlap_tokens=0)),
+        IndexConfig(model=replace(MODEL, max_seq_length=10), chunking=ChunkingConfig(max_tokens=8, overlap_tokens=7)),
+    ],
+)
+def test_round_trip_is_exact_directly_and_through_json(original: IndexConfig) -> None:
+    assert IndexConfig.from_dict(original.to_dict()) == original
+    through_json = IndexConfig.from_dict(json.loads(json.dumps(original.to_dict())))
+    assert through_json == original
+    assert through_json.to_dict() == original.to_dict()
+    assert json.dumps(through_json.to_dict(), sort_keys=True) == json.dumps(original.to_dict(), sort_keys=True)
+
+
+def test_defaults_fill_the_model_window() -> None:
+    default = IndexConfig(model=MODEL)
+    assert default.chunking == ChunkingConfig(254, 32) and default.vectors == VectorConfig("Flat", "cosine")
+    assert IndexConfig.from_dict({"model": asdict(MODEL)}) == default
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "overlap", "message"),
+    [
+        (64, 64, r"chunking\.overlap_tokens must be between 0 and max_tokens - 1 \(63\), got 64"),
+        (64, 100, r"chunking\.overlap_tokens .* got 100"),
+        (64, -1, r"chunking\.overlap_tokens .* got -1"),
+        (7, 0, r"chunking\.max_tokens must be at least 8, got 7"),
+        (0, 0, r"chunking\.max_tokens must be at least 8, got 0"),
+    ],
+)
+def test_bad_chunking_names_the_setting(max_tokens: int, overlap: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ChunkingConfig(max_tokens=max_tokens, overlap_tokens=overlap)
+
+
+def test_max_tokens_above_what_the_model_reads() -> None:
+    assert IndexConfig(model=MODEL, chunking=ChunkingConfig(max_tokens=254)).chunking.max_tokens == 254
+    with pytest.raises(ConfigError, match=r"chunking\.max_tokens \(255\) exceeds what the model reads \(254 word"):
+        IndexConfig(model=MODEL, chunking=ChunkingConfig(max_tokens=255))
+    data = config().to_dict()
+    data["model"]["max_seq_length"] = 128
+    with pytest.raises(ConfigError, match=r"chunking\.max_tokens \(200\) exceeds .* \(126 word pieces"):
+        IndexConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("vectors", "message"),
+    [
+        ({"description": "IVF100,PQ8"}, r"vectors\.description 'IVF100,PQ8' is not supported; use 'Flat'"),
+        ({"description": "HNSW32"}, r"vectors\.description 'HNSW32'"),
+        ({"metric": "l2"}, r"vectors\.metric 'l2' is not supported; use 'cosine'"),
+    ],
+)
+def test_unsupported_vectors(vectors: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        VectorConfig(**vectors)
+    data = config().to_dict()
+    data["vectors"].update(vectors)
+    with pytest.raises(ConfigError, match=message):
+        IndexConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("version", [0, 2, "1"])
+def test_schema_version_mismatch(version: object) -> None:
+    data = config().to_dict() | {"schema_version": version}
+    with pytest.raises(ConfigError, match=f"index schema version {version} is not supported .*supports 1.*rebuild"):
+        IndexConfig.from_dict(data)
+
+
+def test_missing_or_malformed_keys_are_config_errors() -> None:
+    data = config().to_dict()
+    del data["model"]
+    with pytest.raises(ConfigError, match="invalid index configuration: 'model'"):
+        IndexConfig.from_dict(data)
+    data = config().to_dict()
+    del data["model"]["weights_sha256"]
+    with pytest.raises(ConfigError, match="invalid index configuration: .*weights_sha256"):
+        IndexConfig.from_dict(data)
+    data = config().to_dict()
+    data["chunking"]["chunk_size"] = 100
+    with pytest.raises(ConfigError, match="invalid index configuration: .*chunk_size"):
+        IndexConfig.from_dict(data)
+    data = config().to_dict() | {"chunkng": {"max_tokens": 100}}
+    with pytest.raises(ConfigError, match="invalid index configuration: unknown keys 'chunkng'"):
+        IndexConfig.from_dict(data)
+    for not_a_dict in ([], "config", None):
+        with pytest.raises(ConfigError, match="invalid index configuration: expected an object"):
+            IndexConfig.from_dict(not_a_dict)
+    data = config().to_dict()
+    data["model"] = "all-MiniLM-L6-v2"
+    with pytest.raises(ConfigError, match="invalid index configuration"):
+        IndexConfig.from_dict(data)
+    data = config().to_dict()
+    data["chunking"]["max_tokens"] = "200"
+    with pytest.raises(ConfigError, match="invalid index configuration"):
+        IndexConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": ""}, r"model\.name must not be empty"),
+        ({"dimension": 0}, r"model\.dimension must be positive, got 0"),
+        ({"max_seq_length": 2}, r"model\.max_seq_length must be above 2, got 2"),
+    ],
+)
+def test_bad_model_identity_names_the_setting(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        replace(MODEL, **changes)
+
+
+def test_config_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        ChunkingConfig(max_tokens=1)
+
+
+def test_same_vectors_as_compares_weights_dimension_and_normalisation() -> None:
+    assert MODEL.same_vectors_as(MODEL)
+    # the name and the reading window do not change the vector space
+    assert MODEL.same_vectors_as(replace(MODEL, name="all-MiniLM-L6-v2", max_seq_length=512))
+    assert not MODEL.same_vectors_as(replace(MODEL, weights_sha256="0" * 64))
+    assert not MODEL.same_vectors_as(replace(MODEL, dimension=768))
+    assert not MODEL.same_vectors_as(replace(MODEL, normalize=False))
+    assert "dim 384" in MODEL.describe() and SHA[:12] in MODEL.describe()

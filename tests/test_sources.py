@@ -1,0 +1,334 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from searchkit import Document, FieldMap, Problem, SourceOptions, read_sources
+
+
+def read(*paths: str | Path, **options: object) -> tuple[list[Document], list[Problem]]:
+    items = list(read_sources(paths, SourceOptions(**options)))
+    assert all(isinstance(item, (Document, Problem)) for item in items)
+    return [i for i in items if isinstance(i, Document)], [i for i in items if isinstance(i, Problem)]
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def jsonl(*records: object) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    write(root / "a.txt", "Plain text.\n# not a title in a txt file\n")
+    write(root / "z.md", "Intro line\n\n## Subheading\n# Main Title  \nBody.\n")
+    write(root / "sub" / "b.txt", "Nested text.")
+    write(root / "sub" / "deeper" / "c.jsonl", jsonl({"id": "c1", "text": "deep record"}))
+    write(root / "sub" / "notes.markdown", "# Notes\nbody")
+    write(root / "ignored.pdf", "%PDF-1.4 not matched by the default include globs")
+    write(root / "ignored.log", "not matched either")
+    write(root / ".hidden.txt", "hidden file")
+    write(root / ".git" / "config.txt", "inside a hidden folder")
+    return root
+
+
+# Directories
+
+
+def test_directory_is_read_recursively_files_before_subfolders(tree: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    docs, problems = read("docs")
+    assert problems == []
+    assert [d.id for d in docs] == ["docs/a.txt", "docs/z.md", "docs/sub/b.txt", "docs/sub/notes.markdown", "c1"]
+    by_id = {d.id: d for d in docs}
+    assert by_id["docs/sub/b.txt"].text == "Nested text."
+    assert by_id["docs/sub/b.txt"].origin == "docs/sub/b.txt"
+    assert by_id["c1"].origin == "docs/sub/deeper/c.jsonl:1"
+
+
+def test_ids_join_the_path_as_given_with_the_relative_path(tree: Path) -> None:
+    docs, _ = read(tree / "sub")
+    assert [d.id for d in docs] == [f"{tree.as_posix()}/sub/b.txt", f"{tree.as_posix()}/sub/notes.markdown", "c1"]
+
+
+def test_hidden_files_and_folders_are_skipped_by_default_only(tree: Path) -> None:
+    docs, _ = read(tree)
+    assert not any("hidden" in d.text for d in docs)
+    docs, problems = read(tree, exclude=())
+    names = {Path(d.id).name for d in docs if d.id != "c1"}
+    assert {".hidden.txt", "config.txt"} <= names and problems == []
+
+
+def test_include_and_exclude_globs_apply_to_files_and_folders(tree: Path) -> None:
+    docs, problems = read(tree, include=("*.txt",))
+    assert [Path(d.id).name for d in docs] == ["a.txt", "b.txt"] and problems == []
+    docs, _ = read(tree, exclude=(".*", "sub"))
+    assert [Path(d.id).name for d in docs] == ["a.txt", "z.md"]
+    docs, _ = read(tree, include=("*.jsonl", "*.markdown"), exclude=(".*", "deeper"))
+    assert [d.id for d in docs] == [f"{tree.as_posix()}/sub/notes.markdown"]
+    # a file matched by include but given explicitly is read whatever the globs say
+    docs, _ = read(tree / ".hidden.txt")
+    assert docs[0].text == "hidden file"
+
+
+def test_a_directory_named_like_a_file_is_walked_not_read(tmp_path: Path) -> None:
+    write(tmp_path / "x.txt" / "inner.txt", "inside")
+    docs, problems = read(tmp_path / "x.txt")
+    assert problems == [] and [d.text for d in docs] == ["inside"]
+    docs, problems = read(tmp_path)
+    assert problems == [] and [d.id for d in docs] == [f"{tmp_path.as_posix()}/x.txt/inner.txt"]
+
+
+# Text and markdown
+
+
+def test_txt_has_no_title_and_format_metadata(tree: Path) -> None:
+    (doc,), _ = read(tree / "a.txt")
+    assert doc == Document(
+        id=(tree / "a.txt").as_posix(),
+        text="Plain text.\n# not a title in a txt file\n",
+        title="",
+        metadata={"format": "txt"},
+        origin=(tree / "a.txt").as_posix(),
+    )
+
+
+def test_markdown_title_is_the_first_top_level_heading(tree: Path, tmp_path: Path) -> None:
+    (doc,), _ = read(tree / "z.md")
+    assert doc.title == "Main Title" and doc.metadata == {"format": "md"}
+    assert doc.text.startswith("Intro line")
+    (doc,), _ = read(tree / "sub" / "notes.markdown")
+    assert doc.title == "Notes" and doc.metadata == {"format": "markdown"}
+    (doc,), _ = read(write(tmp_path / "plain.md", "#NoSpace\n## Only a subheading\ntext"))
+    assert doc.title == ""
+
+
+def test_utf8_bom_is_dropped(tmp_path: Path) -> None:
+    (doc,), problems = read(write(tmp_path / "bom.md", "\ufeff# Title\nbody".encode()))
+    assert problems == [] and doc.text == "# Title\nbody" and doc.title == "Title"
+
+
+# JSONL
+
+
+def test_jsonl_default_field_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "records.jsonl", jsonl(
+        {"id": "a1", "title": "Alpha", "text": "first", "year": 2020, "score": 1.5, "ok": True, "gone": None,
+         "tags": ["x", "y"], "where": {"city": "Oslo"}, "metadata": {"lang": "en", "year": 1999, "ids": [1, 2]}},
+        {"_id": "b2", "name": "Named", "body": "second"},
+        {"text": "no id here"},
+        {"id": "", "content": "empty id"},
+        {"id": 7, "title": 8, "contents": "numeric id"},
+    ) + "\n   \n")
+    docs, problems = read(path)
+    assert problems == []
+    where = path.as_posix()
+    assert docs[0] == Document(
+        id="a1", text="first", title="Alpha",
+        metadata={"lang": "en", "year": 2020, "ids": "[1, 2]", "score": 1.5, "ok": True, "gone": None,
+                  "tags": '["x", "y"]', "where": '{"city": "Oslo"}'},
+        origin=f"{where}:1",
+    )
+    assert (docs[1].id, docs[1].title, docs[1].text, docs[1].metadata) == ("b2", "Named", "second", {})
+    assert (docs[2].id, docs[2].origin, docs[2].title) == (f"{where}:3", f"{where}:3", "")
+    assert docs[3].id == f"{where}:4" and docs[3].text == "empty id"
+    assert (docs[4].id, docs[4].title) == ("7", "8")
+
+
+def test_beir_corpus_needs_no_options(tmp_path: Path) -> None:
+    path = write(tmp_path / "corpus.jsonl", jsonl(
+        {"_id": "MED-10", "title": "Statin use", "text": "Recent studies have suggested ...", "metadata": {}},
+        {"_id": "MED-14", "title": "", "text": "Another abstract."},
+    ))
+    docs, problems = read(path)
+    assert problems == []
+    assert [(d.id, d.title, d.text, d.metadata) for d in docs] == [
+        ("MED-10", "Statin use", "Recent studies have suggested ...", {}),
+        ("MED-14", "", "Another abstract.", {}),
+    ]
+
+
+def test_explicit_field_map_replaces_the_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "custom.jsonl", jsonl(
+        {"pid": "p1", "headline": "Head", "body_text": "the body", "id": "not-the-id", "text": "not the text"},
+        {"headline": "No pid", "body_text": "still read"},
+        {"pid": "p3", "text": "only the default text field"},
+    ))
+    fields = FieldMap.of(id="pid", title="headline", text="body_text")
+    docs, problems = read(path, fields=fields)
+    assert docs[0] == Document("p1", "the body", "Head", {"id": "not-the-id", "text": "not the text"},
+                               f"{path.as_posix()}:1")
+    assert (docs[1].id, docs[1].title) == (f"{path.as_posix()}:2", "No pid")
+    assert problems == [Problem(path.as_posix(), "no text field (looked for body_text; record has pid, text)", 3)]
+    # a role not named keeps its defaults
+    assert FieldMap.of(text="body_text") == FieldMap(text=("body_text",))
+
+
+def test_jsonl_bad_lines_are_problems_and_the_rest_is_read(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "ok1", "text": "good"}).encode(),
+        b'{"id": "broken", "text": ',
+        b"[1, 2, 3]",
+        b'"just a string"',
+        json.dumps({"id": "notext", "summary": "s", "year": 1}).encode(),
+        json.dumps({"id": "numtext", "text": 42}).encode(),
+        json.dumps({"id": "nulltext", "text": None}).encode(),
+        b'{"id": "latin1", "text": "caf\xe9"}',
+        json.dumps({"id": "ok2", "text": "also good"}).encode(),
+    ]
+    path = write(tmp_path / "mixed.jsonl", b"\n".join(lines) + b"\n")
+    docs, problems = read(path)
+    assert [d.id for d in docs] == ["ok1", "ok2"]
+    assert docs[1].origin == f"{path.as_posix()}:9"
+    where = path.as_posix()
+    assert [(p.where, p.line) for p in problems] == [(where, n) for n in (2, 3, 4, 5, 6, 7, 8)]
+    reasons = [p.reason for p in problems]
+    assert reasons[0] == "malformed JSON (Expecting value at column 26)"
+    assert reasons[1] == "expected a JSON object, got list"
+    assert reasons[2] == "expected a JSON object, got str"
+    assert reasons[3] == "no text field (looked for text, body, content, contents; record has id, summary, year)"
+    assert reasons[4] == "field 'text' is a int, not text"
+    assert reasons[5] == "field 'text' is a NoneType, not text"
+    assert reasons[6] == "not valid UTF-8 (byte 0xe9)"
+    assert str(problems[0]) == f"{where}:2: malformed JSON (Expecting value at column 26)"
+
+
+def test_record_with_no_fields_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path / "empty.jsonl", "{}\n")
+    assert read(path)[1] == [Problem(path.as_posix(), "no text field (looked for text, body, content, contents; "
+                                                      "record has no fields)", 1)]
+
+
+# CSV
+
+
+def test_csv_with_header_quotes_and_id_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "table.csv",
+                 'id,title,text,year\n'
+                 'c1,"Hello, world","line one\nline two, with ""quotes""",2020\n'
+                 'c2,Plain,simple text,2021\n'
+                 '\n'
+                 ',Untitled,no id in this row,\n')
+    docs, problems = read(path)
+    assert problems == []
+    assert [(d.id, d.title, d.text, d.metadata) for d in docs] == [
+        ("c1", "Hello, world", 'line one\nline two, with "quotes"', {"year": "2020"}),
+        ("c2", "Plain", "simple text", {"year": "2021"}),
+        (f"{path.as_posix()}:6", "Untitled", "no id in this row", {"year": ""}),
+    ]
+    assert docs[1].origin == f"{path.as_posix()}:4"
+
+
+def test_csv_rows_with_the_wrong_number_of_fields_are_problems(tmp_path: Path) -> None:
+    path = write(tmp_path / "ragged.csv",
+                 "doc_id,body\n"
+                 "r1,first\n"
+                 "r2,too,many\n"
+                 "r3\n"
+                 "r4,fourth\n")
+    docs, problems = read(path)
+    where = path.as_posix()
+    assert [(d.id, d.text) for d in docs] == [("r1", "first"), ("r4", "fourth")]
+    assert problems == [
+        Problem(where, "row has 3 fields, the header has 2", 3),
+        Problem(where, "row has 1 fields, the header has 2", 4),
+    ]
+
+
+def test_csv_without_text_column_names_its_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "cols.csv", "id,summary\nx,y\n")
+    assert read(path) == ([], [Problem(path.as_posix(), "no text field (looked for text, body, content, contents; "
+                                                        "record has id, summary)", 2)])
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_csv_is_a_problem(tmp_path: Path, content: str) -> None:
+    path = write(tmp_path / "empty.csv", content)
+    assert read(path) == ([], [Problem(path.as_posix(), "empty CSV file (no header row)")])
+
+
+# Whole-file problems
+
+
+def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can read a chmod 000 file; see the dangling symlink test")
+    good = write(tmp_path / "good.txt", "fine")
+    locked = write(tmp_path / "locked.txt", "secret")
+    locked.chmod(0)
+    try:
+        docs, problems = read(tmp_path)
+    finally:
+        locked.chmod(0o644)
+    assert [d.id for d in docs] == [good.as_posix()]
+    assert problems == [Problem(locked.as_posix(), "cannot read file: Permission denied")]
+
+
+def test_dangling_symlink_is_a_problem_and_the_rest_is_read(tmp_path: Path) -> None:
+    write(tmp_path / "good.txt", "fine")
+    link = tmp_path / "gone.txt"
+    link.symlink_to(tmp_path / "missing-target.txt")
+    docs, problems = read(tmp_path)
+    assert [d.text for d in docs] == ["fine"]
+    assert problems == [Problem(link.as_posix(), "cannot read file: No such file or directory")]
+    assert read(link) == ([], [Problem(str(link), "no such file or directory")])
+
+
+@pytest.mark.parametrize("name", ["bin.txt", "bin.jsonl", "bin.csv"])
+def test_binary_file_is_a_problem(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path / name, b"id,text\nlooks like text\x00\x01\x02 but is not\n")
+    assert read(path) == ([], [Problem(path.as_posix(), "binary file (contains NUL bytes), not text")])
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_invalid_utf8_in_text_file_names_the_line(tmp_path: Path, bom: bytes) -> None:
+    path = write(tmp_path / "latin.txt", bom + b"line one\nline two\ncaf\xe9 on line three\n")
+    write(tmp_path / "ok.txt", "fine")
+    docs, problems = read(tmp_path)
+    assert [d.text for d in docs] == ["fine"]
+    assert problems == [Problem(path.as_posix(), "not valid UTF-8 (byte 0xe9)", 3)]
+
+
+def test_invalid_utf8_in_csv_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "latin.csv", b"id,text\na,caf\xc3\xa9\nb,caf\xe9\n")
+    assert read(path) == ([], [Problem(path.as_posix(), "not valid UTF-8 (byte 0xe9)", 3)])
+
+
+def test_file_over_the_size_limit_is_a_problem(tmp_path: Path) -> None:
+    big = write(tmp_path / "big.txt", "x" * 2001)
+    small = write(tmp_path / "small.txt", "x" * 2000)
+    docs, problems = read(tmp_path, max_file_bytes=2000)
+    assert [d.id for d in docs] == [small.as_posix()]
+    assert problems == [Problem(big.as_posix(), "file is 2,001 bytes, over the limit of 2,000")]
+
+
+def test_unsupported_suffix_given_explicitly_is_a_problem(tmp_path: Path) -> None:
+    pdf = write(tmp_path / "paper.PDF", "%PDF")
+    bare = write(tmp_path / "README", "no suffix")
+    supported = ".txt, .md, .markdown, .jsonl, .csv"
+    assert read(pdf, bare) == ([], [
+        Problem(pdf.as_posix(), f"unsupported file type .pdf; supported: {supported}"),
+        Problem(bare.as_posix(), f"unsupported file type (none); supported: {supported}"),
+    ])
+
+
+def test_nonexistent_path_is_a_problem_and_later_paths_are_read(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.md", "# Good\ntext")
+    docs, problems = read(tmp_path / "nope", "also/missing.txt", good)
+    assert [d.title for d in docs] == ["Good"]
+    assert problems == [
+        Problem(str(tmp_path / "nope"), "no such file or directory"),
+        Problem("also/missing.txt", "no such file or directory"),
+    ]
+    assert str(problems[1]) == "also/missing.txt: no such file or directory"
