@@ -121,7 +121,11 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
-        """Rebuild a config from ``to_dict`` output; unknown or missing keys are errors."""
+        """Rebuild a config from ``to_dict`` output.
+
+        Unknown keys and a missing model are errors; missing chunking or vector sections
+        take their defaults, so older manifests written before a section existed still open.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"invalid index configuration: expected an object, got {type(data).__name__}")
         unknown = sorted(set(data) - {"model", "chunking", "vectors", "schema_version"})

@@ -81,7 +81,8 @@ def _walk(root: Path, options: SourceOptions) -> Iterator[Path]:
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+    """Case-insensitive, so ``*.md`` also finds ``README.MD`` on every platform."""
+    return any(fnmatch.fnmatch(name.lower(), pattern.lower()) for pattern in patterns)
 
 
 def _read_file(path: Path, options: SourceOptions) -> Iterator[Document | Problem]:
@@ -194,7 +195,7 @@ def _record_document(where: str, line: int, record: dict[str, Any], fields: Fiel
     if text_field is None:
         return Problem(where, f"no text field (looked for {', '.join(fields.text)}; record has {', '.join(record) or 'no fields'})", line)
     if not isinstance(text, str):
-        return Problem(where, f"field {text_field!r} is a {type(text).__name__}, not text", line)
+        return Problem(where, f"field {text_field!r} holds {type(text).__name__} data, not text", line)
     id_field, doc_id = _pick(record, fields.id)
     title_field, title = _pick(record, fields.title)
     used = {text_field, id_field, title_field}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never read or fill the user's embedding cache.
+os.environ["SEARCHKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="searchkit-test-cache-")
 
 from searchkit import Document, Index, SentenceTransformerEmbedder, load_embedder  # noqa: E402
 

@@ -82,6 +82,12 @@ def test_include_and_exclude_globs_apply_to_files_and_folders(tree: Path) -> Non
     assert docs[0].text == "hidden file"
 
 
+def test_globs_ignore_case(tmp_path: Path) -> None:
+    write(tmp_path / "README.MD", "# Upper\nbody")
+    docs, problems = read(tmp_path)
+    assert problems == [] and [d.title for d in docs] == ["Upper"]
+
+
 def test_a_directory_named_like_a_file_is_walked_not_read(tmp_path: Path) -> None:
     write(tmp_path / "x.txt" / "inner.txt", "inside")
     docs, problems = read(tmp_path / "x.txt")
@@ -198,8 +204,8 @@ def test_jsonl_bad_lines_are_problems_and_the_rest_is_read(tmp_path: Path) -> No
     assert reasons[1] == "expected a JSON object, got list"
     assert reasons[2] == "expected a JSON object, got str"
     assert reasons[3] == "no text field (looked for text, body, content, contents; record has id, summary, year)"
-    assert reasons[4] == "field 'text' is a int, not text"
-    assert reasons[5] == "field 'text' is a NoneType, not text"
+    assert reasons[4] == "field 'text' holds int data, not text"
+    assert reasons[5] == "field 'text' holds NoneType data, not text"
     assert reasons[6] == "not valid UTF-8 (byte 0xe9)"
     assert str(problems[0]) == f"{where}:2: malformed JSON (Expecting value at column 26)"
 
