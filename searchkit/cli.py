@@ -22,6 +22,7 @@ from searchkit.errors import ConfigError, SearchkitError
 from searchkit.evaluation import EvalSetting, evaluate_settings, format_table, parse_variant, write_report
 from searchkit.filters import parse_conditions
 from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
+from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import FieldMap, SourceOptions, read_sources
 
 __all__ = ["app", "main"]
@@ -45,6 +46,12 @@ ModelOption = Annotated[
     typer.Option("--model", "-m", help="sentence-transformers model name or folder [default: all-MiniLM-L6-v2, or the index's own model]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+ModeOption = Annotated[
+    Mode, typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused.")
+]
+FusionOption = Annotated[
+    Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
+]
 
 
 def fail(message: str) -> typer.Exit:
@@ -129,12 +136,14 @@ def search_command(
         list[str] | None,
         typer.Option(help="Metadata condition such as 'year>=2020', 'topic=nlp' or 'lang in en,de' (repeatable; all must hold)."),
     ] = None,
+    mode: ModeOption = Mode.DENSE,
+    fusion: FusionOption = Fusion.WEIGHTED,
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search an index by meaning and print the best-matching chunks."""
+    """Search an index and print the best-matching chunks."""
     with Index.open(index, model=model) as opened:
-        hits = opened.search(query, k, where=parse_conditions(where or []))
+        hits = opened.search(query, k, where=parse_conditions(where or []), mode=mode, fusion=fusion)
     if as_json:
         typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
     elif not hits:
@@ -222,8 +231,13 @@ def eval_command(
     k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "1,3,10,100",
     compare: Annotated[
         list[str] | None,
-        typer.Option(help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys model, chunk_tokens, overlap, index (repeatable)."),
+        typer.Option(
+            help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys "
+            "mode, fusion, model, chunk_tokens, overlap, index (repeatable), e.g. 'mode=hybrid'."
+        ),
     ] = None,
+    mode: ModeOption = Mode.DENSE,
+    fusion: FusionOption = Fusion.WEIGHTED,
     model: ModelOption = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size when the index is built [default: 254].")] = None,
     overlap: Annotated[int | None, typer.Option(help="Chunk overlap when the index is built [default: 32].")] = None,
@@ -243,7 +257,7 @@ def eval_command(
     if chunk_tokens is not None or overlap is not None:
         defaults = ChunkingConfig()
         chunking = ChunkingConfig(chunk_tokens or defaults.max_tokens, overlap if overlap is not None else defaults.overlap_tokens)
-    base = EvalSetting(index.name, index, model, chunking)
+    base = EvalSetting(index.name if mode is Mode.DENSE else f"{index.name} {mode.value}", index, model, chunking, mode, fusion)
     settings = [base] + [base.with_changes(parse_variant(text)) for text in compare or []]
     results = evaluate_settings(data, settings, cutoffs, cache=cache, progress=not as_json)
     if report is not None:

@@ -23,6 +23,7 @@ from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError
 from searchkit.index import MANIFEST_FILE, Index, IngestReport, read_manifest
+from searchkit.retrieval import Fusion, Mode
 from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
 from searchkit.sources import read_sources
 
@@ -57,14 +58,24 @@ class EvalResult:
         return {**self.evaluation.mean, "queries": self.evaluation.queries}
 
 
-def retrieve_run(index: Index, queries: Mapping[str, str], depth: int, *, batch_size: int = 64, progress: bool = False) -> Run:
+def retrieve_run(
+    index: Index,
+    queries: Mapping[str, str],
+    depth: int,
+    *,
+    mode: Mode = Mode.DENSE,
+    fusion: Fusion = Fusion.WEIGHTED,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Run:
     """Rank documents for every query: ``{query_id: {doc_id: best chunk score}}``, ``depth`` documents deep."""
     run: Run = {}
     ids = list(queries)
     with tqdm(total=len(ids), unit="query", desc="searching", disable=not progress) as bar:
         for start in range(0, len(ids), batch_size):
             batch = ids[start:start + batch_size]
-            results = index.search_batch([queries[q] for q in batch], k=depth * CHUNKS_PER_DOCUMENT)
+            texts = [queries[q] for q in batch]
+            results = index.search_batch(texts, k=depth * CHUNKS_PER_DOCUMENT, mode=mode, fusion=fusion)
             for query_id, hits in zip(batch, results):
                 scores: dict[str, float] = {}
                 for hit in hits:  # best first, so the first chunk of a document is its best
@@ -78,10 +89,17 @@ def retrieve_run(index: Index, queries: Mapping[str, str], depth: int, *, batch_
 
 
 def evaluate_index(
-    index: Index, dataset: BeirDataset, ks: Sequence[int], *, name: str = "", progress: bool = False
+    index: Index,
+    dataset: BeirDataset,
+    ks: Sequence[int],
+    *,
+    name: str = "",
+    mode: Mode = Mode.DENSE,
+    fusion: Fusion = Fusion.WEIGHTED,
+    progress: bool = False,
 ) -> EvalResult:
     started = time.perf_counter()
-    run = retrieve_run(index, dataset.queries, max(ks), progress=progress)
+    run = retrieve_run(index, dataset.queries, max(ks), mode=mode, fusion=fusion, progress=progress)
     evaluation = evaluate_run(run, dataset.qrels, ks)
     return EvalResult(name or index.path.name, evaluation, run, time.perf_counter() - started)
 
@@ -94,27 +112,45 @@ class EvalSetting:
     index: Path
     model: str | None = None
     chunking: ChunkingConfig | None = None
+    mode: Mode = Mode.DENSE
+    fusion: Fusion = Fusion.WEIGHTED
 
     def with_changes(self, changes: Mapping[str, str]) -> EvalSetting:
-        """A variant of this setting; its index lives beside this one unless ``index`` is given."""
+        """A variant of this setting.
+
+        Changing how the index is built (model, chunking) puts the variant's index beside
+        this one, unless ``index`` names one; changing only how it is searched (mode,
+        fusion) reuses this setting's index.
+        """
         label = ",".join(f"{k}={v}" for k, v in changes.items())
         unknown = set(changes) - VARIANT_KEYS
         if unknown:
             raise ConfigError(f"unknown setting {', '.join(sorted(unknown))} in {label!r}; use {', '.join(sorted(VARIANT_KEYS))}")
-        chunking = self.chunking or ChunkingConfig()
+        chunking = self.chunking
+        if "chunk_tokens" in changes or "overlap" in changes:
+            chunking = chunking or ChunkingConfig()
+            try:
+                chunking = replace(
+                    chunking,
+                    max_tokens=int(changes.get("chunk_tokens", chunking.max_tokens)),
+                    overlap_tokens=int(changes.get("overlap", chunking.overlap_tokens)),
+                )
+            except ValueError as exc:
+                raise ConfigError(f"{label!r}: chunk_tokens and overlap take integers ({exc})") from exc
+        index = self.index
+        if "index" in changes:
+            index = Path(changes["index"])
+        elif changes.keys() & BUILD_KEYS:
+            index = self.index.with_name(f"{self.index.name}.{_slug(label)}")
         try:
-            chunking = replace(
-                chunking,
-                max_tokens=int(changes.get("chunk_tokens", chunking.max_tokens)),
-                overlap_tokens=int(changes.get("overlap", chunking.overlap_tokens)),
-            )
+            mode, fusion = Mode(changes.get("mode", self.mode)), Fusion(changes.get("fusion", self.fusion))
         except ValueError as exc:
-            raise ConfigError(f"{label!r}: chunk_tokens and overlap take integers ({exc})") from exc
-        index = Path(changes["index"]) if "index" in changes else self.index.with_name(f"{self.index.name}.{_slug(label)}")
-        return EvalSetting(label, index, changes.get("model", self.model), chunking)
+            raise ConfigError(f"{label!r}: {exc}; modes are dense, lexical, hybrid and fusions weighted, rrf") from exc
+        return EvalSetting(label, index, changes.get("model", self.model), chunking, mode, fusion)
 
 
-VARIANT_KEYS = {"index", "model", "chunk_tokens", "overlap"}
+BUILD_KEYS = {"model", "chunk_tokens", "overlap"}
+VARIANT_KEYS = BUILD_KEYS | {"index", "mode", "fusion"}
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -166,9 +202,16 @@ def evaluate_settings(
                 corpus = list(read_sources([dataset.corpus_path]))
             ingest = index.add(corpus, progress=progress)
         with index:
-            result = evaluate_index(index, dataset, ks, name=setting.name, progress=progress)
+            result = evaluate_index(
+                index, dataset, ks, name=setting.name, mode=setting.mode, fusion=setting.fusion, progress=progress
+            )
             result.ingest = ingest
-            result.settings = {"index": str(setting.index), "config": index.config.to_dict()}
+            result.settings = {
+                "index": str(setting.index),
+                "mode": setting.mode.value,
+                "fusion": setting.fusion.value,
+                "config": index.config.to_dict(),
+            }
         results.append(result)
     return results
 

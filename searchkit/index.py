@@ -22,9 +22,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 import numpy as np
+from sqlalchemy import ColumnElement
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
@@ -41,15 +43,20 @@ from searchkit.errors import (
     SearchkitError,
 )
 from searchkit.filters import Where, compile_where
+from searchkit.retrieval import Fusion, Mode, fts_match_expression, fuse
 from searchkit.store import Store, StoredChunk
 from searchkit.vectors import VectorIndex, atomic_write
 
 __all__ = ["Index", "Hit", "IngestReport", "DeleteReport"]
 
+E = TypeVar("E", bound=Enum)
+
 MANIFEST_FILE = "manifest.json"
 STORE_FILE = "store.sqlite"
 LOCK_FILE = "write.lock"
 MAX_QUERY_CHARS = 4096
+# Candidates taken from each retriever before hybrid fusion.
+HYBRID_CANDIDATES = 100
 DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
 # Text gathered per embedding call and store transaction (about 500 full chunks): large
 # enough for efficiently padded batches, small enough that a killed ingest loses little.
@@ -379,11 +386,32 @@ class Index:
 
     # Searching
 
-    def search(self, query: str, k: int = 10, *, where: Where | None = None) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query`` (cosine), best first, among those matching ``where``."""
-        return self.search_batch([query], k, where=where)[0]
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        mode: Mode | str = Mode.DENSE,
+        fusion: Fusion | str = Fusion.WEIGHTED,
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query``, best first, among those matching ``where``.
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
+        ``mode`` is ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over the
+        full-text index) or ``hybrid`` (both rankings fused by ``fusion``: ``weighted``
+        normalised scores or ``rrf``, reciprocal rank fusion). Hit scores are the mode's own.
+        """
+        return self.search_batch([query], k, where=where, mode=mode, fusion=fusion)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        mode: Mode | str = Mode.DENSE,
+        fusion: Fusion | str = Fusion.WEIGHTED,
+    ) -> list[list[Hit]]:
         """Search many queries at once: one batched encode and one FAISS call."""
         if isinstance(queries, str):
             raise QueryError("search_batch takes a list of queries; use search() for one")
@@ -391,26 +419,48 @@ class Index:
             check_query(query)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise QueryError(f"k must be a positive integer, got {k!r}")
-        allowed = self._allowed_chunks(where)
+        mode, fusion = _choice(Mode, mode, "mode"), _choice(Fusion, fusion, "fusion")
+        condition = compile_where(where, self.store.field_names())
         self._sync()
-        if not queries or len(self.vectors) == 0:
+        if not queries:
+            return []
+        depth = k if mode is not Mode.HYBRID else max(k, HYBRID_CANDIDATES)
+        dense = self._dense(queries, depth, condition) if mode is not Mode.LEXICAL else None
+        lexical = self._lexical(queries, depth, condition) if mode is not Mode.DENSE else None
+        if mode is Mode.DENSE:
+            rankings = dense
+        elif mode is Mode.LEXICAL:
+            rankings = lexical
+        else:
+            rankings = [fuse(dict(d), dict(l), fusion)[:k] for d, l in zip(dense, lexical)]
+        return self._hits(rankings)
+
+    def _dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
+        if len(self.vectors) == 0:
             return [[] for _ in queries]
+        allowed = None if condition is None else self.store.chunk_ids_where(condition)
         scores, ids = self.vectors.search(self.embedder.encode(list(queries)), k, allowed)
-        rows = self.store.chunk_rows(np.unique(ids[ids >= 0]).tolist())
+        return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
+
+    def _lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
+        rankings = []
+        for query in queries:
+            match = fts_match_expression(query)
+            rankings.append(self.store.full_text_search(match, k, condition) if match else [])
+        return rankings
+
+    def _hits(self, rankings: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
+        rows = self.store.chunk_rows(sorted({chunk_id for ranking in rankings for chunk_id, _ in ranking}))
         results = []
-        for query_scores, query_ids in zip(scores, ids):
+        for ranking in rankings:
             hits: list[Hit] = []
-            for score, chunk_id in zip(query_scores, query_ids):
-                row = rows.get(int(chunk_id))
-                if row is not None:
-                    hits.append(Hit(len(hits) + 1, float(score), row.doc_id, row.chunk_id, row.title,
+            for chunk_id, score in ranking:
+                row = rows.get(chunk_id)
+                if row is not None:  # deleted by another writer since the vectors were loaded
+                    hits.append(Hit(len(hits) + 1, score, row.doc_id, row.chunk_id, row.title,
                                     row.text, row.start, row.end, row.metadata))
             results.append(hits)
         return results
-
-    def _allowed_chunks(self, where: Where | None) -> np.ndarray | None:
-        condition = compile_where(where, self.store.field_names())
-        return None if condition is None else self.store.chunk_ids_where(condition)
 
     # Inspecting
 
@@ -429,6 +479,14 @@ class Index:
 
     def __len__(self) -> int:
         return self.store.counts()[0]
+
+
+def _choice(kind: type[E], value: E | str, name: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        options = ", ".join(member.value for member in kind)
+        raise QueryError(f"unknown {name} {value!r}; use one of {options}") from None
 
 
 def check_query(query: object) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -32,12 +33,17 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    column,
     insert,
+    literal_column,
     select,
+    table,
+    text,
     update,
 )
 from sqlalchemy.exc import DatabaseError
 
+from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError
 
@@ -72,6 +78,19 @@ chunks = Table(
 )
 
 fields = Table("fields", _schema, Column("name", String, primary_key=True))
+
+# The full-text index over chunks: FTS5 (a virtual table, so declared in SQL) with BM25
+# ranking built in. It holds the same text the model embeds (title and chunk), with
+# Porter stemming, and is written in the same transactions as the chunks it mirrors.
+_FTS_CREATE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
+    "body, tokenize = 'porter unicode61 remove_diacritics 2')"
+)
+_FTS_FILL = (
+    "INSERT INTO chunks_fts (rowid, body) SELECT c.id, CASE WHEN d.title = '' THEN c.text "
+    "ELSE d.title || ' ' || c.text END FROM chunks AS c JOIN documents AS d ON c.document_pk = d.pk"
+)
+chunks_fts = table("chunks_fts", column("rowid", Integer), column("body", Text))
 state = Table("state", _schema, Column("key", String, primary_key=True), Column("value", Integer, nullable=False))
 
 
@@ -132,8 +151,18 @@ class Store:
                     if conn.execute(select(state.c.value).where(state.c.key == "generation")).first() is None:
                         conn.execute(insert(state).values(key="generation", value=0))
             self.generation()
+            self._ensure_full_text()
         except DatabaseError as exc:
             raise IndexCorruptError(f"{path} is not a readable searchkit store ({exc.orig}); rebuild the index") from exc
+
+    def _ensure_full_text(self) -> None:
+        """Create and fill the full-text index if this store predates it."""
+        with self.engine.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'")).first()
+        if not exists:
+            with self.engine.begin() as conn:
+                conn.execute(text(_FTS_CREATE))
+                conn.execute(text(_FTS_FILL))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -184,10 +213,27 @@ class Store:
         return rows
 
     def chunk_ids_where(self, condition: ColumnElement[bool]) -> np.ndarray:
-        query = select(chunks.c.id).join(documents, chunks.c.document_pk == documents.c.pk).where(condition)
         with self.engine.connect() as conn:
-            ids = conn.execute(query).scalars().all()
+            ids = conn.execute(_chunks_where(condition)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
+
+    def full_text_search(self, match: str, k: int, condition: ColumnElement[bool] | None = None) -> list[tuple[int, float]]:
+        """(chunk id, BM25 score) of the ``k`` best chunks for an FTS5 ``match`` expression, best first.
+
+        FTS5's ``bm25()`` is lower-is-better; it is negated here so that every
+        retriever's scores mean "higher is better".
+        """
+        rank = func.bm25(literal_column("chunks_fts"))
+        query = (
+            select(chunks_fts.c.rowid, rank)
+            .where(literal_column("chunks_fts").op("MATCH")(match))
+            .order_by(rank)
+            .limit(k)
+        )
+        if condition is not None:
+            query = query.where(chunks_fts.c.rowid.in_(_chunks_where(condition)))
+        with self.engine.connect() as conn:
+            return [(int(rowid), -float(score)) for rowid, score in conn.execute(query)]
 
     def all_chunk_ids(self) -> np.ndarray:
         with self.engine.connect() as conn:
@@ -243,9 +289,12 @@ class Store:
                      "text": c.text, "embedding": vectors[i].tobytes()}
                     for i, c in enumerate(doc_chunks)
                 ]
-                new_ids.extend(
-                    conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars()
+                ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars().all()
+                conn.execute(
+                    insert(chunks_fts),
+                    [{"rowid": i, "body": embedding_input(document.title, c.text)} for i, c in zip(ids, doc_chunks)],
                 )
+                new_ids.extend(ids)
                 field_names.update(document.metadata)
             for pk, document in metadata_only:
                 conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
@@ -266,7 +315,10 @@ class Store:
     def _delete_documents(conn: Any, pks: Sequence[int]) -> np.ndarray:
         removed: list[int] = []
         for batch in _batches(list(pks), 500):
-            removed.extend(conn.execute(select(chunks.c.id).where(chunks.c.document_pk.in_(batch))).scalars())
+            chunk_ids = conn.execute(select(chunks.c.id).where(chunks.c.document_pk.in_(batch))).scalars().all()
+            for ids in _batches(list(chunk_ids), 500):
+                conn.execute(delete(chunks_fts).where(chunks_fts.c.rowid.in_(ids)))
+            removed.extend(chunk_ids)
             conn.execute(delete(chunks).where(chunks.c.document_pk.in_(batch)))
             conn.execute(delete(documents).where(documents.c.pk.in_(batch)))
         return np.asarray(removed, dtype=np.int64)
@@ -280,6 +332,10 @@ class Store:
     def _bump(conn: Any) -> int:
         conn.execute(update(state).where(state.c.key == "generation").values(value=state.c.value + 1))
         return int(conn.execute(select(state.c.value).where(state.c.key == "generation")).scalar_one())
+
+
+def _chunks_where(condition: ColumnElement[bool]) -> Select[tuple[int]]:
+    return select(chunks.c.id).join(documents, chunks.c.document_pk == documents.c.pk).where(condition)
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

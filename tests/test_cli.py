@@ -145,3 +145,32 @@ def test_exit_codes_are_documented_constants() -> None:
 
     assert (cli.EXIT_SKIPPED, cli.EXIT_ERROR) == (1, 2)
     assert isinstance(cli.app, typer.Typer)
+
+
+def test_corrupt_store_is_a_clear_error(corpus_dir: Path, tmp_path: Path) -> None:
+    index = tmp_path / "idx"
+    invoke("index", corpus_dir, "--index", index, "--quiet")
+    (index / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    for name in ("store.sqlite-wal", "store.sqlite-shm"):
+        (index / name).unlink(missing_ok=True)
+    result = invoke("search", "tea", "--index", index)
+    assert result.exit_code == 2 and "not a readable searchkit store" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_searching_with_a_different_model_names_both(cli_index: Path, tmp_path: Path) -> None:
+    """A copy of the model with one weight changed is a different model, though name and size agree."""
+    import shutil
+
+    from searchkit.embedding import resolve_model
+
+    copy = tmp_path / "tweaked-model"
+    shutil.copytree(resolve_model("all-MiniLM-L6-v2"), copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # the last byte of the last tensor: still a valid file
+    weights.write_bytes(bytes(data))
+    result = invoke("search", "tea", "--index", cli_index, "--model", copy)
+    assert result.exit_code == 2
+    assert "sentence-transformers/all-MiniLM-L6-v2" in result.output and str(copy) in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,99 @@
+"""Retrieval modes and how their rankings are fused.
+
+Dense retrieval (embeddings) finds paraphrases; lexical retrieval (BM25 over the FTS5
+index) finds rare exact terms such as names, numbers and jargon. Each wins on different
+collections, and fusing the two rankings beats either alone on all of the BEIR sets we
+measure (see ``benchmarks/results/retrieval_modes.md``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from enum import Enum
+
+__all__ = [
+    "Mode",
+    "Fusion",
+    "fts_match_expression",
+    "reciprocal_rank_fusion",
+    "weighted_fusion",
+    "fuse",
+    "RRF_K",
+    "HYBRID_WEIGHT",
+]
+
+# Constant of reciprocal rank fusion (Cormack et al. 2009); 60 is the usual choice.
+RRF_K = 60
+# Share of the dense score in the weighted fusion; chosen by measurement (benchmarks/retrieval_modes.py).
+HYBRID_WEIGHT = 0.5
+# Distinct query terms sent to FTS5; more add little to BM25 and slow the match.
+MAX_QUERY_TERMS = 64
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class Mode(str, Enum):
+    """How candidates are found: by meaning, by words, or both fused."""
+
+    DENSE = "dense"
+    LEXICAL = "lexical"
+    HYBRID = "hybrid"
+
+
+class Fusion(str, Enum):
+    """How hybrid retrieval combines the dense and lexical rankings."""
+
+    WEIGHTED = "weighted"
+    RRF = "rrf"
+
+
+def fts_match_expression(query: str) -> str | None:
+    """An FTS5 MATCH expression that finds any of the query's words, or None if it has none.
+
+    User text is never interpreted as FTS5 syntax: each word is quoted, so quotes, ``*``,
+    ``-``, ``AND``/``OR``/``NOT``, ``NEAR`` and parentheses are plain words or dropped.
+    """
+    terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:MAX_QUERY_TERMS]
+    return " OR ".join(f'"{term}"' for term in terms) or None
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Sum of 1 / (k + rank) over the rankings each id appears in (ranks start at 1)."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def _min_max(scores: Mapping[int, float]) -> dict[int, float]:
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    if high == low:
+        return {item: 1.0 for item in scores}
+    return {item: (score - low) / (high - low) for item, score in scores.items()}
+
+
+def weighted_fusion(dense: Mapping[int, float], lexical: Mapping[int, float], weight: float = HYBRID_WEIGHT) -> dict[int, float]:
+    """``weight`` × dense + (1 − ``weight``) × lexical, each min-max normalised over its candidates.
+
+    An id missing from one list gets 0 from it: the lowest score that list could give.
+    """
+    dense_norm, lexical_norm = _min_max(dense), _min_max(lexical)
+    return {
+        item: weight * dense_norm.get(item, 0.0) + (1 - weight) * lexical_norm.get(item, 0.0)
+        for item in dense_norm.keys() | lexical_norm.keys()
+    }
+
+
+def fuse(
+    dense: Mapping[int, float], lexical: Mapping[int, float], fusion: Fusion, weight: float = HYBRID_WEIGHT
+) -> list[tuple[int, float]]:
+    """The fused ranking, best first (ties broken by id for determinism)."""
+    if fusion is Fusion.RRF:
+        ranked = [sorted(scores, key=lambda item: (-scores[item], item)) for scores in (dense, lexical)]
+        fused = reciprocal_rank_fusion(ranked)
+    else:
+        fused = weighted_fusion(dense, lexical, weight)
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
