@@ -200,7 +200,8 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
         ("  normalised", model["normalize"]),
         ("  max sequence", f"{model['max_seq_length']} word pieces"),
         ("chunking", f"{chunking['max_tokens']} word pieces, {chunking['overlap_tokens']} overlap"),
-        ("vectors", f"FAISS {config['vectors']['description']}, {config['vectors']['metric']}"),
+        ("vectors", f"FAISS {info['vector_index']} ({config['vectors']['description']} requested), {config['vectors']['metric']}"),
+        ("  search knobs", f"ef_search {config['vectors']['ef_search']}, nprobe {config['vectors']['nprobe']}"),
         ("documents", f"{counts['documents']:,}"),
         ("chunks", f"{counts['chunks']:,}"),
         ("vectors held", f"{counts['vectors']:,}"),
@@ -216,11 +217,20 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
 
 @app.command("reindex")
 @user_errors
-def reindex_command(index: IndexOption) -> None:
-    """Rebuild the FAISS file from the stored embeddings, without re-embedding."""
+def reindex_command(
+    index: IndexOption,
+    index_type: Annotated[
+        str | None,
+        typer.Option(help="Switch the kind of vector index: Flat (exact), HNSW32, IVF,Flat, IVF,SQ8, IVF,PQ48, or auto (exact up to 300,000 chunks, HNSW32 above)."),
+    ] = None,
+    ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW search breadth (more: slower, better recall).")] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists probed per query (more: slower, better recall).")] = None,
+) -> None:
+    """Rebuild the vector index from the stored embeddings, without re-embedding; optionally switch its kind."""
     with Index.open(index) as opened:
-        count = opened.reindex()
-    typer.echo(f"rebuilt the vector index at {index}: {count:,} vectors")
+        count = opened.reindex(index_type, ef_search=ef_search, nprobe=nprobe)
+        kind = opened.vectors.description
+    typer.echo(f"rebuilt the vector index at {index}: {kind}, {count:,} vectors")
 
 
 @app.command("eval")

@@ -8,6 +8,7 @@ any work is done, with a message that names the setting.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,10 +21,21 @@ __all__ = [
     "ChunkingConfig",
     "VectorConfig",
     "IndexConfig",
+    "check_description",
 ]
 
 SCHEMA_VERSION = 1
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DESCRIPTION_PATTERN = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d*),(Flat|SQ8|PQ(\d+)))$")
+
+def check_description(description: str) -> str:
+    """Validate an index description; ``auto`` is accepted and resolved at build time."""
+    if description == "auto" or DESCRIPTION_PATTERN.match(description):
+        return description
+    raise ConfigError(
+        f"unsupported index type {description!r}; use Flat (exact), HNSW<M> (e.g. HNSW32), "
+        "IVF[<lists>],Flat, IVF[<lists>],SQ8, IVF[<lists>],PQ<m> (e.g. IVF,PQ48), or auto"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,18 +96,23 @@ class ChunkingConfig:
 
 @dataclass(frozen=True)
 class VectorConfig:
-    """The FAISS side: an index factory description and the similarity metric.
+    """The FAISS side: an index factory description, the metric and the search-time knobs.
 
-    Only exact inner-product search ("Flat") is offered for now: it is what the quality
-    figures are measured with, and it is fast enough to about a million chunks.
+    The default is exact search ("Flat"): it is what the quality figures are measured
+    with, fast enough to a few hundred thousand chunks, and an approximate index must
+    never cost quality silently. ``auto`` stays exact up to 300,000 chunks and uses
+    HNSW32 above; ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall.
     """
 
     description: str = "Flat"
     metric: str = "cosine"
+    ef_search: int = 128
+    nprobe: int = 32
 
     def __post_init__(self) -> None:
-        if self.description != "Flat":
-            raise ConfigError(f"vectors.description {self.description!r} is not supported; use 'Flat'")
+        check_description(self.description)
+        if self.ef_search < 1 or self.nprobe < 1:
+            raise ConfigError(f"vectors.ef_search and vectors.nprobe must be positive, got {self.ef_search} and {self.nprobe}")
         if self.metric != "cosine":
             raise ConfigError(f"vectors.metric {self.metric!r} is not supported; use 'cosine'")
 

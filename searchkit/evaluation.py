@@ -23,7 +23,7 @@ from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError
 from searchkit.index import MANIFEST_FILE, Index, IngestReport, read_manifest
-from searchkit.retrieval import Fusion, Mode
+from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
 from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
 from searchkit.sources import read_sources
 
@@ -65,6 +65,7 @@ def retrieve_run(
     *,
     mode: Mode = Mode.DENSE,
     fusion: Fusion = Fusion.WEIGHTED,
+    hybrid_weight: float = HYBRID_WEIGHT,
     batch_size: int = 64,
     progress: bool = False,
 ) -> Run:
@@ -75,7 +76,7 @@ def retrieve_run(
         for start in range(0, len(ids), batch_size):
             batch = ids[start:start + batch_size]
             texts = [queries[q] for q in batch]
-            results = index.search_batch(texts, k=depth * CHUNKS_PER_DOCUMENT, mode=mode, fusion=fusion)
+            results = index.search_batch(texts, k=depth * CHUNKS_PER_DOCUMENT, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight)
             for query_id, hits in zip(batch, results):
                 scores: dict[str, float] = {}
                 for hit in hits:  # best first, so the first chunk of a document is its best
@@ -96,10 +97,13 @@ def evaluate_index(
     name: str = "",
     mode: Mode = Mode.DENSE,
     fusion: Fusion = Fusion.WEIGHTED,
+    hybrid_weight: float = HYBRID_WEIGHT,
     progress: bool = False,
 ) -> EvalResult:
     started = time.perf_counter()
-    run = retrieve_run(index, dataset.queries, max(ks), mode=mode, fusion=fusion, progress=progress)
+    run = retrieve_run(
+        index, dataset.queries, max(ks), mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, progress=progress
+    )
     evaluation = evaluate_run(run, dataset.qrels, ks)
     return EvalResult(name or index.path.name, evaluation, run, time.perf_counter() - started)
 

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from enum import Enum
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig
 from searchkit.document import Document, Problem, as_document
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import (
+    ConfigError,
     IndexCorruptError,
     IndexLockedError,
     IndexNotFoundError,
@@ -43,9 +44,9 @@ from searchkit.errors import (
     SearchkitError,
 )
 from searchkit.filters import Where, compile_where
-from searchkit.retrieval import Fusion, Mode, fts_match_expression, fuse
+from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, fts_match_expression, fuse
 from searchkit.store import Store, StoredChunk
-from searchkit.vectors import VectorIndex, atomic_write
+from searchkit.vectors import VectorIndex, atomic_write, resolve_description
 
 __all__ = ["Index", "Hit", "IngestReport", "DeleteReport"]
 
@@ -199,6 +200,7 @@ class Index:
         progress: bool = False,
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         batch_chars: int = BATCH_CHARS,
+        embeddings: np.ndarray | None = None,
     ) -> IngestReport:
         """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
 
@@ -206,7 +208,14 @@ class Index:
         reported in the result with anything else that could not be indexed. Each
         batch of about ``batch_chars`` characters of text is embedded and committed
         in one transaction.
+
+        ``embeddings`` brings your own vectors: one row per document, in the index's
+        dimension. Each document then becomes a single chunk with that vector (it is
+        normalised to unit length, as cosine search needs) and nothing is embedded.
         """
+        precomputed = None
+        if embeddings is not None:
+            precomputed = self._check_embeddings(documents, embeddings)
         report = IngestReport()
         started = time.perf_counter()
         total = len(documents) if isinstance(documents, Sequence) else None
@@ -222,11 +231,11 @@ class Index:
                 pending.append(document)
                 pending_chars += len(document.text)
                 if pending_chars >= batch_chars:
-                    self._ingest_batch(pending, report)
+                    self._ingest_batch(pending, report, precomputed)
                     bar.update(len(pending))
                     pending, pending_chars = [], 0
             if pending:
-                self._ingest_batch(pending, report)
+                self._ingest_batch(pending, report, precomputed)
                 bar.update(len(pending))
         report.seconds = time.perf_counter() - started
         return report
@@ -252,7 +261,28 @@ class Index:
         seen[document.id] = where
         return document
 
-    def _ingest_batch(self, batch: list[Document], report: IngestReport) -> None:
+    def _check_embeddings(self, documents: object, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        if not isinstance(documents, Sequence):
+            raise ConfigError("with embeddings=, documents must be a list (one embedding row per document)")
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        dimension = self.config.model.dimension
+        if vectors.ndim != 2 or vectors.shape != (len(documents), dimension):
+            raise ConfigError(
+                f"embeddings have shape {vectors.shape}; this index needs ({len(documents)}, {dimension}): "
+                f"one row per document in the dimension of {self.config.model.name}"
+            )
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
+            raise ConfigError("embeddings contain NaN, infinite or all-zero rows")
+        by_id: dict[str, np.ndarray] = {}
+        for item, vector in zip(documents, vectors / norms):
+            if isinstance(item, (Document, Mapping)):
+                by_id.setdefault(as_document(item).id, vector)
+        return by_id
+
+    def _ingest_batch(
+        self, batch: list[Document], report: IngestReport, precomputed: dict[str, np.ndarray] | None = None
+    ) -> None:
         states = self.store.document_states([d.id for d in batch])
         to_embed: list[tuple[Document, int | None]] = []
         metadata_only: list[tuple[int, Document]] = []
@@ -268,11 +298,15 @@ class Index:
                 report.unchanged += 1
         if not to_embed and not metadata_only:
             return
-        chunked = self._chunk([d for d, _ in to_embed])
-        inputs = [embedding_input(d.title, c.text) for d, doc_chunks in zip((d for d, _ in to_embed), chunked) for c in doc_chunks]
-        embed_started = time.perf_counter()
-        vectors = self.embedder.encode(inputs)
-        report.embed_seconds += time.perf_counter() - embed_started
+        if precomputed is None:
+            chunked = self._chunk([d for d, _ in to_embed])
+            inputs = [embedding_input(d.title, c.text) for (d, _), cs in zip(to_embed, chunked) for c in cs]
+            embed_started = time.perf_counter()
+            vectors = self.embedder.encode(inputs)
+            report.embed_seconds += time.perf_counter() - embed_started
+        else:
+            chunked = [[StoredChunk(0, 0, len(d.text), d.text)] for d, _ in to_embed]
+            vectors = np.stack([precomputed[d.id] for d, _ in to_embed]) if to_embed else np.zeros((0, 1), np.float32)
         rows, offset = [], 0
         for (document, _), doc_chunks in zip(to_embed, chunked):
             rows.append((document, doc_chunks, vectors[offset:offset + len(doc_chunks)]))
@@ -282,6 +316,8 @@ class Index:
         self.vectors.remove(removed)
         self.vectors.add(new_ids, vectors)
         self._generation = generation
+        if self.vectors.needs_rebuild:
+            self._rebuild()
         report.added += sum(1 for _, pk in to_embed if pk is None)
         report.updated += len(replaced) + len(metadata_only)
         report.chunks_added += len(new_ids)
@@ -308,12 +344,29 @@ class Index:
             removed, missing, generation = self.store.delete(list(doc_ids))
             self.vectors.remove(removed)
             self._generation = generation
+            if self.vectors.needs_rebuild:
+                self._rebuild()
         found = [d for d in doc_ids if d not in set(missing)]
         return DeleteReport(deleted=found, not_found=missing, chunks_removed=len(removed))
 
-    def reindex(self) -> int:
-        """Rebuild the FAISS file from the stored embeddings (no re-embedding); returns the vector count."""
+    def reindex(
+        self, index_type: str | None = None, *, ef_search: int | None = None, nprobe: int | None = None
+    ) -> int:
+        """Rebuild the FAISS file from the stored embeddings, without re-embedding; returns the vector count.
+
+        ``index_type`` switches the kind of index (``Flat``, ``HNSW32``, ``IVF,Flat``,
+        ``IVF,SQ8``, ``IVF,PQ48``, ``auto``...); ``ef_search`` and ``nprobe`` set the
+        search-time knobs of approximate indexes. All are recorded in the manifest.
+        """
+        current = self.config.vectors
+        vectors = replace(
+            current,
+            description=index_type or current.description,
+            ef_search=ef_search or current.ef_search,
+            nprobe=nprobe or current.nprobe,
+        )
         with self._writing():
+            self.config = replace(self.config, vectors=vectors)
             self._rebuild()
         return len(self.vectors)
 
@@ -353,10 +406,17 @@ class Index:
 
     def _load_vectors(self) -> None:
         loaded = VectorIndex.load(self.path, self.config.model.dimension)
-        if loaded is not None:
-            self.vectors, state = loaded
-            self._generation = state.generation
+        if loaded is None:  # missing or unreadable: rebuild from the store, in memory
+            self._rebuild()
+            return
+        self.vectors, state = loaded
+        self._generation = state.generation
+        self._apply_knobs()
         self._sync()
+
+    def _apply_knobs(self) -> None:
+        self.vectors.ef_search = self.config.vectors.ef_search
+        self.vectors.nprobe = self.config.vectors.nprobe
 
     def _sync(self) -> None:
         """Catch the in-memory vectors up with the store if another writer (or a crash) left them behind.
@@ -377,11 +437,17 @@ class Index:
         self._generation = generation
 
     def _rebuild(self) -> None:
+        """Build the vector index afresh from every stored embedding, of the configured kind."""
         generation = self.store.generation()
-        vectors = VectorIndex(self.config.model.dimension)
-        for ids, batch in self.store.embeddings(self.config.model.dimension):
-            vectors.add(ids, batch)
-        self.vectors = vectors
+        dimension = self.config.model.dimension
+        pages = list(self.store.embeddings(dimension))
+        ids = np.concatenate([p[0] for p in pages]) if pages else np.zeros(0, np.int64)
+        vectors = np.concatenate([p[1] for p in pages]) if pages else np.zeros((0, dimension), np.float32)
+        description = self.config.vectors.description
+        if len(ids) == 0 and resolve_description(description, 0, dimension) != "Flat":
+            description = "Flat"  # nothing to train on yet; the next reindex builds the configured kind
+        self.vectors = VectorIndex.build(dimension, description, ids, vectors)
+        self._apply_knobs()
         self._generation = generation
 
     # Searching
@@ -394,14 +460,16 @@ class Index:
         where: Where | None = None,
         mode: Mode | str = Mode.DENSE,
         fusion: Fusion | str = Fusion.WEIGHTED,
+        hybrid_weight: float = HYBRID_WEIGHT,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, best first, among those matching ``where``.
 
         ``mode`` is ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over the
         full-text index) or ``hybrid`` (both rankings fused by ``fusion``: ``weighted``
-        normalised scores or ``rrf``, reciprocal rank fusion). Hit scores are the mode's own.
+        normalised scores, dense weighted by ``hybrid_weight``, or ``rrf``, reciprocal rank
+        fusion). Hit scores are the mode's own.
         """
-        return self.search_batch([query], k, where=where, mode=mode, fusion=fusion)[0]
+        return self.search_batch([query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight)[0]
 
     def search_batch(
         self,
@@ -411,14 +479,16 @@ class Index:
         where: Where | None = None,
         mode: Mode | str = Mode.DENSE,
         fusion: Fusion | str = Fusion.WEIGHTED,
+        hybrid_weight: float = HYBRID_WEIGHT,
     ) -> list[list[Hit]]:
         """Search many queries at once: one batched encode and one FAISS call."""
         if isinstance(queries, str):
             raise QueryError("search_batch takes a list of queries; use search() for one")
         for query in queries:
             check_query(query)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise QueryError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
+        if not 0.0 <= hybrid_weight <= 1.0:
+            raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
         mode, fusion = _choice(Mode, mode, "mode"), _choice(Fusion, fusion, "fusion")
         condition = compile_where(where, self.store.field_names())
         self._sync()
@@ -432,14 +502,30 @@ class Index:
         elif mode is Mode.LEXICAL:
             rankings = lexical
         else:
-            rankings = [fuse(dict(d), dict(l), fusion)[:k] for d, l in zip(dense, lexical)]
+            rankings = [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
         return self._hits(rankings)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
+        """Dense search with query vectors you embedded yourself (one row per query, the index's dimension)."""
+        queries = np.asarray(vectors, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.config.model.dimension:
+            raise QueryError(f"query vectors have shape {queries.shape}; this index needs (n, {self.config.model.dimension})")
+        check_k(k)
+        condition = compile_where(where, self.store.field_names())
+        self._sync()
+        return self._hits(self._nearest(queries, k, condition))
 
     def _dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
         if len(self.vectors) == 0:
             return [[] for _ in queries]
+        return self._nearest(self.embedder.encode(list(queries)), k, condition)
+
+    def _nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
         allowed = None if condition is None else self.store.chunk_ids_where(condition)
-        scores, ids = self.vectors.search(self.embedder.encode(list(queries)), k, allowed)
+        dimension = self.config.model.dimension
+        scores, ids = self.vectors.search(
+            queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, dimension)
+        )
         return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
 
     def _lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
@@ -472,6 +558,7 @@ class Index:
             "path": str(self.path),
             "config": self.config.to_dict(),
             "counts": {"documents": documents, "chunks": chunks, "vectors": len(self.vectors)},
+            "vector_index": self.vectors.description,
             "metadata_fields": sorted(self.store.field_names()),
             "generation": self._generation,
             "size_bytes": {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()},
@@ -487,6 +574,12 @@ def _choice(kind: type[E], value: E | str, name: str) -> E:
     except ValueError:
         options = ", ".join(member.value for member in kind)
         raise QueryError(f"unknown {name} {value!r}; use one of {options}") from None
+
+
+def check_k(k: object) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    return k
 
 
 def check_query(query: object) -> str:
