@@ -22,7 +22,7 @@ def test_to_dict_is_plain_nested_data() -> None:
         "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights_sha256": SHA, "dimension": 384,
                   "normalize": True, "max_seq_length": 256},
         "chunking": {"max_tokens": 200, "overlap_tokens": 20},
-        "vectors": {"description": "Flat", "metric": "cosine"},
+        "vectors": {"description": "Flat", "metric": "cosine", "ef_search": 128, "nprobe": 32},
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -78,8 +78,9 @@ def test_max_tokens_above_what_the_model_reads() -> None:
 @pytest.mark.parametrize(
     ("vectors", "message"),
     [
-        ({"description": "IVF100,PQ8"}, r"vectors\.description 'IVF100,PQ8' is not supported; use 'Flat'"),
-        ({"description": "HNSW32"}, r"vectors\.description 'HNSW32'"),
+        ({"description": "IVF100,ZZ8"}, r"unsupported index type 'IVF100,ZZ8'; use Flat"),
+        ({"description": "HNSW"}, r"unsupported index type 'HNSW'"),
+        ({"ef_search": 0}, r"vectors\.ef_search and vectors\.nprobe must be positive"),
         ({"metric": "l2"}, r"vectors\.metric 'l2' is not supported; use 'cosine'"),
     ],
 )
