@@ -274,28 +274,28 @@ class Store:
         """
         with self.engine.begin() as conn:
             removed = self._delete_documents(conn, replaced)
-            new_ids: list[int] = []
             field_names: set[str] = set()
-            for document, doc_chunks, vectors in new:
-                pk = conn.execute(
-                    insert(documents).values(
-                        doc_id=document.id, title=document.title, text=document.text,
-                        content_hash=document.content_hash, meta=document.metadata_json(),
-                        origin=document.origin,
-                    )
-                ).inserted_primary_key[0]
+            new_ids: list[int] = []
+            if new:  # three multi-row statements per batch, however many documents it holds
+                pks = conn.execute(
+                    insert(documents).returning(documents.c.pk, sort_by_parameter_order=True),
+                    [
+                        {"doc_id": d.id, "title": d.title, "text": d.text, "content_hash": d.content_hash,
+                         "meta": d.metadata_json(), "origin": d.origin}
+                        for d, _, _ in new
+                    ],
+                ).scalars().all()
                 rows = [
                     {"document_pk": pk, "ordinal": c.ordinal, "start": c.start, "end": c.end,
                      "text": c.text, "embedding": vectors[i].tobytes()}
+                    for pk, (_, doc_chunks, vectors) in zip(pks, new)
                     for i, c in enumerate(doc_chunks)
                 ]
-                ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars().all()
-                conn.execute(
-                    insert(chunks_fts),
-                    [{"rowid": i, "body": embedding_input(document.title, c.text)} for i, c in zip(ids, doc_chunks)],
-                )
-                new_ids.extend(ids)
-                field_names.update(document.metadata)
+                new_ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars().all()
+                bodies = [embedding_input(d.title, c.text) for d, doc_chunks, _ in new for c in doc_chunks]
+                conn.execute(insert(chunks_fts), [{"rowid": i, "body": b} for i, b in zip(new_ids, bodies)])
+                for document, _, _ in new:
+                    field_names.update(document.metadata)
             for pk, document in metadata_only:
                 conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
                 field_names.update(document.metadata)
