@@ -29,7 +29,7 @@ class Span:
 
 
 def chunk_spans(
-    text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap_tokens: int
+    text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap_tokens: int, max_chunks: int = 0
 ) -> list[Span]:
     """Overlapping windows of at most ``max_tokens`` word pieces, as character spans.
 
@@ -37,7 +37,9 @@ def chunk_spans(
     final stretch, so chunks read as whole sentences where the text allows; the next
     window starts ``overlap_tokens`` pieces before the cut so no context is lost at
     the seam. Windows start and end between words, never inside one, so a chunk's text
-    re-tokenizes into the same pieces and stays within ``max_tokens``.
+    re-tokenizes into the same pieces and stays within ``max_tokens``. With
+    ``max_chunks``, the last window kept is cut at the token limit, as the model would
+    truncate it, and the rest of the text is not chunked.
     """
     count = len(offsets)
     if count == 0:
@@ -46,11 +48,14 @@ def chunk_spans(
     first = 0
     while True:
         last = min(first + max_tokens, count)
-        if last < count:
+        final = max_chunks and len(spans) + 1 == max_chunks
+        if final:
+            last = _word_boundary_before(text, offsets, last, first + 1) if last < count else last
+        elif last < count:
             last = _sentence_cut(text, offsets, first, last, max_tokens)
             last = _word_boundary_before(text, offsets, last, first + 1)
         spans.append(Span(offsets[first][0], offsets[last - 1][1]))
-        if last >= count:
+        if last >= count or final:
             return spans
         start = max(last - overlap_tokens, first + 1)
         first = _word_boundary_before(text, offsets, start, first + 1)

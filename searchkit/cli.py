@@ -87,6 +87,7 @@ def index_command(
     text_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the text [default: text, body, content].")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in word pieces (new indexes only).")] = 254,
     overlap: Annotated[int, typer.Option(help="Word pieces shared by consecutive chunks (new indexes only).")] = 32,
+    max_chunks: Annotated[int, typer.Option(help="Chunks kept per document, 0 for all; 1 embeds only the opening window (new indexes only).")] = 0,
     max_doc_chars: Annotated[int, typer.Option(help="Skip (and report) documents longer than this.")] = DEFAULT_MAX_DOCUMENT_CHARS,
     batch_chars: Annotated[int, typer.Option(min=1, help="Characters of text embedded and committed per batch.")] = BATCH_CHARS,
     as_json: JsonOption = False,
@@ -98,7 +99,7 @@ def index_command(
         exclude=tuple(exclude) if exclude else SourceOptions.exclude,
         fields=FieldMap.of(id=id_field, title=title_field, text=text_field),
     )
-    chunking = ChunkingConfig(max_tokens=chunk_tokens, overlap_tokens=overlap)
+    chunking = ChunkingConfig(max_tokens=chunk_tokens, overlap_tokens=overlap, max_chunks=max_chunks)
     with Index.open_or_create(index, model=model, chunking=chunking) as opened:
         records = list(read_sources(paths, options))
         report = opened.add(
@@ -243,7 +244,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys "
-            "mode, fusion, model, chunk_tokens, overlap, index (repeatable), e.g. 'mode=hybrid'."
+            "mode, fusion, model, chunk_tokens, overlap, max_chunks, index (repeatable), e.g. 'mode=hybrid'."
         ),
     ] = None,
     mode: ModeOption = Mode.DENSE,
@@ -251,6 +252,9 @@ def eval_command(
     model: ModelOption = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size when the index is built [default: 254].")] = None,
     overlap: Annotated[int | None, typer.Option(help="Chunk overlap when the index is built [default: 32].")] = None,
+    max_chunks: Annotated[
+        int | None, typer.Option(help="Chunks kept per document when the index is built; 1 truncates like MTEB [default: 0, all].")
+    ] = None,
     split: Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")] = "test",
     report: Annotated[Path | None, typer.Option(help="Also write per-query scores, TREC runs and plots to this folder.")] = None,
     cache: Annotated[bool, typer.Option(help="Reuse embeddings of texts embedded before by the same model.")] = True,
@@ -264,9 +268,13 @@ def eval_command(
     if len(data.problems) > 20:
         typer.secho(f"... and {len(data.problems) - 20} more problems in {dataset}", err=True, fg=typer.colors.YELLOW)
     chunking = None
-    if chunk_tokens is not None or overlap is not None:
+    if chunk_tokens is not None or overlap is not None or max_chunks is not None:
         defaults = ChunkingConfig()
-        chunking = ChunkingConfig(chunk_tokens or defaults.max_tokens, overlap if overlap is not None else defaults.overlap_tokens)
+        chunking = ChunkingConfig(
+            chunk_tokens or defaults.max_tokens,
+            overlap if overlap is not None else defaults.overlap_tokens,
+            max_chunks or defaults.max_chunks,
+        )
     base = EvalSetting(index.name if mode is Mode.DENSE else f"{index.name} {mode.value}", index, model, chunking, mode, fusion)
     settings = [base] + [base.with_changes(parse_variant(text)) for text in compare or []]
     results = evaluate_settings(data, settings, cutoffs, cache=cache, progress=not as_json)

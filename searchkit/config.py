@@ -79,12 +79,18 @@ class ChunkingConfig:
     Sizes are in the embedding model's word pieces. The default fills the model's
     256-piece window (less the two special tokens), so a short document stays a single
     chunk and is embedded exactly as the model's published benchmarks embed it.
+    ``max_chunks`` caps the chunks kept per document (0: no cap); 1 keeps only the
+    opening window, cut at the token limit, which is how benchmark suites such as MTEB
+    embed a document (the model truncates the rest).
     """
 
     max_tokens: int = 254
     overlap_tokens: int = 32
+    max_chunks: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_chunks < 0:
+            raise ConfigError(f"chunking.max_chunks must be 0 (no cap) or more, got {self.max_chunks}")
         if self.max_tokens < 8:
             raise ConfigError(f"chunking.max_tokens must be at least 8, got {self.max_tokens}")
         if not 0 <= self.overlap_tokens < self.max_tokens:

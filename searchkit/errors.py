@@ -16,6 +16,7 @@ __all__ = [
     "ModelMismatchError",
     "QueryError",
     "FilterError",
+    "ReaderError",
 ]
 
 
@@ -49,3 +50,7 @@ class QueryError(SearchkitError, ValueError):
 
 class FilterError(SearchkitError, ValueError):
     """A metadata filter names an unknown field or operator, or is malformed."""
+
+
+class ReaderError(SearchkitError):
+    """A question-answering reader cannot be loaded or used (not a QA model, untrained head...)."""

@@ -131,16 +131,17 @@ class EvalSetting:
         if unknown:
             raise ConfigError(f"unknown setting {', '.join(sorted(unknown))} in {label!r}; use {', '.join(sorted(VARIANT_KEYS))}")
         chunking = self.chunking
-        if "chunk_tokens" in changes or "overlap" in changes:
+        if changes.keys() & CHUNKING_KEYS:
             chunking = chunking or ChunkingConfig()
             try:
                 chunking = replace(
                     chunking,
                     max_tokens=int(changes.get("chunk_tokens", chunking.max_tokens)),
                     overlap_tokens=int(changes.get("overlap", chunking.overlap_tokens)),
+                    max_chunks=int(changes.get("max_chunks", chunking.max_chunks)),
                 )
             except ValueError as exc:
-                raise ConfigError(f"{label!r}: chunk_tokens and overlap take integers ({exc})") from exc
+                raise ConfigError(f"{label!r}: chunk_tokens, overlap and max_chunks take integers ({exc})") from exc
         index = self.index
         if "index" in changes:
             index = Path(changes["index"])
@@ -153,7 +154,8 @@ class EvalSetting:
         return EvalSetting(label, index, changes.get("model", self.model), chunking, mode, fusion)
 
 
-BUILD_KEYS = {"model", "chunk_tokens", "overlap"}
+CHUNKING_KEYS = {"chunk_tokens", "overlap", "max_chunks"}
+BUILD_KEYS = {"model"} | CHUNKING_KEYS
 VARIANT_KEYS = BUILD_KEYS | {"index", "mode", "fusion"}
 
 

@@ -332,7 +332,8 @@ class Index:
         result = []
         for document, offsets, title in zip(batch, text_offsets, title_offsets):
             budget = title_budget(self.config.chunking, len(title))
-            spans = chunk_spans(document.text, offsets, budget, min(self.config.chunking.overlap_tokens, budget - 1))
+            chunking = self.config.chunking
+            spans = chunk_spans(document.text, offsets, budget, min(chunking.overlap_tokens, budget - 1), chunking.max_chunks)
             if not spans:  # only characters the tokenizer drops: keep the text whole
                 spans = [Span(0, len(document.text))]
             result.append([StoredChunk(i, s.start, s.end, document.text[s.start:s.end]) for i, s in enumerate(spans)])

@@ -172,3 +172,12 @@ def test_title_and_chunk_fit_the_window_together(embedder, offsets) -> None:
     inputs = [embedding_input(title, TEXT[s.start:s.end]) for s in chunk_spans(TEXT, offsets, budget, 8)]
     assert all(text.startswith(title + " ") for text in inputs)
     assert max(len(pieces) for pieces in embedder.token_offsets(inputs)) <= config.max_tokens
+
+
+def test_max_chunks_one_keeps_the_opening_window_cut_at_the_limit() -> None:
+    text, offsets = spaced([f"w{i}" for i in range(7)] + ["."] + [f"v{i}" for i in range(20)])
+    assert token_ranges(offsets, chunk_spans(text, offsets, 10, 2, max_chunks=1)) == [(0, 10)]
+    # without the cap the first window would end at the sentence end instead
+    assert token_ranges(offsets, chunk_spans(text, offsets, 10, 2))[0] == (0, 8)
+    assert len(chunk_spans(text, offsets, 10, 2, max_chunks=2)) == 2
+    assert len(chunk_spans(text, offsets, 10, 2)) > 2

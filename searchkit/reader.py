@@ -1,0 +1,574 @@
+"""Extractive question answering over retrieved passages, and the rerank it allows.
+
+Two readers share one small interface (:class:`Reader`):
+
+- :class:`SentenceReader`, the default, needs nothing beyond the embedding model the
+  index already has: it answers with the passage sentence (or clause) closest to the
+  question. It works offline and cannot be wrong about *where* the text is, only about
+  which sentence is best.
+- :class:`SpanReader` runs any transformers question-answering checkpoint (a hub name or
+  a local folder, such as one written by :func:`searchkit.training.train_reader`) and
+  decodes answer spans from its start/end logits. transformers 5 has no QA pipeline, so
+  the decoding (:func:`decode_spans`) and the long-passage windowing live here.
+
+Answers always carry character offsets into the *source document* (the passage's own
+offset added), so a caller can highlight them in the original text.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from searchkit.embedding import Embedder, resolve_model
+from searchkit.errors import ConfigError, QueryError, ReaderError
+
+__all__ = [
+    "Answer",
+    "Passage",
+    "Reader",
+    "SentenceReader",
+    "SpanReader",
+    "decode_spans",
+    "load_reader",
+    "rerank_hits",
+    "split_sentences",
+    "ANSWER_MARKERS",
+    "DEFAULT_READER",
+]
+
+DEFAULT_READER = "sentence"
+_DEFAULT_NAMES = frozenset({"", "default", DEFAULT_READER})
+# Guillemets rarely occur in English text, so a marked answer stays unambiguous.
+ANSWER_MARKERS = ("«", "»")
+_TRAIN_HINT = "train one with `searchkit train-reader`"
+
+# A sentence ends at . ! or ? (plus closing quotes or brackets) before whitespace, or at a
+# blank line, so headings and list items without final punctuation stay separate.
+_SENTENCE_BREAK = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|\n\s*\n")
+_CLAUSE_BREAK = re.compile(r"[;,]|\s[—–]\s")
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A piece of a document to read; ``offset`` is where ``text`` starts in that document."""
+
+    doc_id: str
+    chunk_id: int
+    title: str
+    text: str
+    offset: int = 0
+
+    @classmethod
+    def from_hit(cls, hit: Any) -> Passage:
+        """The passage of a search :class:`~searchkit.index.Hit` (its chunk, at its offset)."""
+        return cls(hit.doc_id, hit.chunk_id, hit.title, hit.text, hit.start)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer span, located in its source document.
+
+    ``start``/``end`` are character offsets in the source document (``passage_start`` plus
+    the offsets within the passage), so ``document_text[start:end] == answer``.
+    ``context`` is the passage text with the answer marked by :data:`ANSWER_MARKERS`.
+    ``score`` is the reader's raw score (cosine for the sentence reader, start+end logit
+    sum for span readers); scores are comparable within one reader, not across readers.
+    ``no_answer_score`` is the span model's score for "no answer here" (its CLS token),
+    and ``probability`` the span's probability under the model within its window.
+    """
+
+    answer: str
+    score: float
+    doc_id: str
+    chunk_id: int
+    title: str
+    start: int
+    end: int
+    context: str
+    passage_start: int
+    no_answer_score: float | None = None
+    probability: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Reader(Protocol):
+    """What question answering needs from a reader.
+
+    ``read`` returns, for each passage, its best answers (best first, at most ``top_k``;
+    empty when a passage has nothing to offer). ``read_batch`` does the same for several
+    questions at once, which is how gold-paragraph evaluation stays fast.
+    """
+
+    name: str
+
+    def read(self, question: str, passages: Sequence[Passage], top_k: int = 1) -> list[list[Answer]]: ...
+
+    def read_batch(
+        self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
+    ) -> list[list[list[Answer]]]: ...
+
+
+class _BatchReader(ABC):
+    """``read`` as the one-question case of ``read_batch``, shared by the readers."""
+
+    def read(self, question: str, passages: Sequence[Passage], top_k: int = 1) -> list[list[Answer]]:
+        return self.read_batch([question], [passages], top_k)[0]
+
+    @abstractmethod
+    def read_batch(
+        self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
+    ) -> list[list[list[Answer]]]: ...
+
+
+def _check_request(questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int) -> None:
+    if len(questions) != len(passages):
+        raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
+    for question in questions:
+        if not isinstance(question, str) or not question.strip():
+            raise QueryError("the question is empty; type a question to answer")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise QueryError(f"top_k must be a positive integer, got {top_k!r}")
+
+
+def _answer(
+    passage: Passage,
+    start: int,
+    end: int,
+    score: float,
+    *,
+    no_answer_score: float | None = None,
+    probability: float | None = None,
+) -> Answer:
+    """An :class:`Answer` for ``passage.text[start:end]``, shifted to document offsets."""
+    text = passage.text
+    opening, closing = ANSWER_MARKERS
+    return Answer(
+        answer=text[start:end],
+        score=float(score),
+        doc_id=passage.doc_id,
+        chunk_id=passage.chunk_id,
+        title=passage.title,
+        start=passage.offset + start,
+        end=passage.offset + end,
+        context=f"{text[:start]}{opening}{text[start:end]}{closing}{text[end:]}",
+        passage_start=passage.offset,
+        no_answer_score=no_answer_score,
+        probability=probability,
+    )
+
+
+def _ranked(answers: list[Answer], top_k: int) -> list[Answer]:
+    """Best first; ties go to the earlier, then the shorter, span so results are deterministic."""
+    return sorted(answers, key=lambda a: (-a.score, a.start, a.end - a.start))[:top_k]
+
+
+# Span decoding
+
+
+def decode_spans(
+    start_logits: Sequence[float] | np.ndarray,
+    end_logits: Sequence[float] | np.ndarray,
+    context_mask: Sequence[bool] | np.ndarray,
+    *,
+    max_answer_tokens: int = 30,
+    top_k: int = 1,
+) -> list[tuple[int, int, float]]:
+    """The ``top_k`` best ``(start, end, score)`` token spans, score = start + end logit.
+
+    A span is valid when ``start <= end``, it is at most ``max_answer_tokens`` long and both
+    ends lie in the context (``context_mask`` True), which keeps answers out of the
+    question and the special tokens. Every valid span is scored (a band of width
+    ``max_answer_tokens`` over the tokens: a few thousand sums), so the best span is never
+    missed the way pruning to the top-n starts and ends can miss it. Ties go to the
+    earlier, then the shorter, span.
+    """
+    start = np.asarray(start_logits, dtype=np.float64)
+    end = np.asarray(end_logits, dtype=np.float64)
+    mask = np.asarray(context_mask, dtype=bool)
+    if start.ndim != 1 or start.shape != end.shape or start.shape != mask.shape:
+        raise ValueError(
+            f"start logits, end logits and context mask must be 1-d and of one length, "
+            f"got shapes {start.shape}, {end.shape}, {mask.shape}"
+        )
+    if max_answer_tokens < 1 or top_k < 1:
+        raise ValueError("max_answer_tokens and top_k must be at least 1")
+    count = len(start)
+    starts = np.arange(count)[:, None]
+    ends = starts + np.arange(min(max_answer_tokens, count))[None, :]
+    inside = ends < count
+    ends = np.minimum(ends, count - 1)
+    valid = inside & mask[:, None] & mask[ends]
+    rows, widths = np.nonzero(valid)
+    scores = start[rows] + end[ends[rows, widths]]
+    best = np.lexsort((widths, rows, -scores))[:top_k]
+    return [(int(rows[i]), int(rows[i] + widths[i]), float(scores[i])) for i in best]
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    peak = float(values.max())
+    return peak + math.log(float(np.exp(values - peak).sum()))
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report (the random-head warning is turned into an error here)."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def clip_question(tokenizer: Any, question: str, max_tokens: int) -> str:
+    """The question cut to its first ``max_tokens`` word pieces, so the passage keeps its room."""
+    offsets = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return question if len(offsets) <= max_tokens else question[:offsets[max_tokens - 1][1]]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _locate(model: str | Path) -> str:
+    """What transformers should load: a bundled model's folder, a local folder, or a hub name."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise ReaderError(f"reader path {str(model)!r} is a file; give the reader model's folder")
+    location = resolve_model(str(model))
+    folder = Path(location)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ReaderError(
+            f"{location} is not a transformers model folder (no config.json); "
+            f"give a question-answering model folder or {_TRAIN_HINT}"
+        )
+    return location
+
+
+def _load_qa_model(model: str | Path, device: str, allow_untrained_head: bool) -> tuple[Any, Any]:
+    """Tokenizer and QA model; a checkpoint whose QA head would be random is refused."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    location = _locate(model)
+    try:
+        with quiet_transformers():
+            qa_model, info = AutoModelForQuestionAnswering.from_pretrained(location, output_loading_info=True)
+            tokenizer = AutoTokenizer.from_pretrained(location)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for bad models
+        raise ReaderError(
+            f"cannot load reader {str(model)!r} ({_first_line(exc)}); "
+            f"give a question-answering model folder or hub name, or {_TRAIN_HINT}"
+        ) from exc
+    missing = sorted(info["missing_keys"])
+    if missing and not allow_untrained_head:
+        raise ReaderError(
+            f"{str(model)!r} is an encoder without a trained QA head (no weights for "
+            f"{', '.join(missing[:2])}); {_TRAIN_HINT}"
+        )
+    if not tokenizer.is_fast:
+        raise ReaderError(f"reader {str(model)!r} has no fast tokenizer, which answer offsets need")
+    tokenizer.padding_side = "right"
+    return tokenizer, qa_model.to(device).eval()
+
+
+@dataclass
+class _Candidate:
+    start: int
+    end: int
+    score: float
+    probability: float
+
+
+class SpanReader(_BatchReader):
+    """Answer spans from a transformers ``AutoModelForQuestionAnswering`` checkpoint.
+
+    A passage longer than ``max_length`` tokens is read in overlapping windows (``stride``
+    tokens shared between neighbours, the standard SQuAD setting of 384/128); the best
+    spans of all its windows compete, and a span seen in two windows keeps its better
+    score. Questions are cut to ``max_question_tokens`` so a long one cannot crowd out
+    the passage.
+
+    ``allow_untrained_head`` accepts a plain encoder whose QA head transformers would
+    initialise at random: useful to test the plumbing, useless for answers.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        batch_size: int = 16,
+        max_length: int = 384,
+        stride: int = 128,
+        max_answer_tokens: int = 30,
+        max_question_tokens: int = 64,
+        device: str | None = None,
+        allow_untrained_head: bool = False,
+    ) -> None:
+        if not 0 <= stride < max_length - max_question_tokens - 3:
+            raise ConfigError(
+                f"stride {stride} leaves no room for the passage in windows of {max_length} tokens "
+                f"with questions of up to {max_question_tokens}; use a smaller stride"
+            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.name = str(model)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.stride = stride
+        self.max_answer_tokens = max_answer_tokens
+        self.max_question_tokens = max_question_tokens
+        self.device = device or os.environ.get("SEARCHKIT_DEVICE", "cpu")
+        self.tokenizer, self.model = _load_qa_model(model, self.device, allow_untrained_head)
+
+    def read_batch(
+        self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
+    ) -> list[list[list[Answer]]]:
+        _check_request(questions, passages, top_k)
+        pairs = [
+            (clip_question(self.tokenizer, question, self.max_question_tokens), passage)
+            for question, group in zip(questions, passages)
+            for passage in group
+        ]
+        answers = self._read_pairs(pairs, top_k) if pairs else []
+        grouped, taken = [], 0
+        for group in passages:
+            grouped.append(answers[taken:taken + len(group)])
+            taken += len(group)
+        return grouped
+
+    def _read_pairs(self, pairs: list[tuple[str, Passage]], top_k: int) -> list[list[Answer]]:
+        encoded = self.tokenizer(
+            [question for question, _ in pairs],
+            [passage.text for _, passage in pairs],
+            truncation="only_second",
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        start_logits, end_logits = self._logits(encoded)
+        candidates: list[dict[tuple[int, int], _Candidate]] = [{} for _ in pairs]
+        no_answer = [math.inf] * len(pairs)
+        for window, pair in enumerate(encoded["overflow_to_sample_mapping"]):
+            start, end = start_logits[window], end_logits[window]
+            mask = np.array([sequence == 1 for sequence in encoded.sequence_ids(window)])
+            cls = self._cls_index(encoded["input_ids"][window])
+            # Across windows, the most confident "no answer" is the one to compare with.
+            no_answer[pair] = min(no_answer[pair], float(start[cls] + end[cls]))
+            if not mask.any():
+                continue
+            log_z = _logsumexp(start[mask]) + _logsumexp(end[mask])
+            offsets = encoded["offset_mapping"][window]
+            for first, last, score in decode_spans(
+                start, end, mask, max_answer_tokens=self.max_answer_tokens, top_k=top_k
+            ):
+                span = (offsets[first][0], offsets[last][1])
+                seen = candidates[pair].get(span)
+                if seen is None or score > seen.score:
+                    candidates[pair][span] = _Candidate(*span, score, math.exp(score - log_z))
+        return [
+            _ranked([
+                _answer(passage, c.start, c.end, c.score, no_answer_score=no_answer[i], probability=c.probability)
+                for c in candidates[i].values()
+            ], top_k)
+            for i, (_, passage) in enumerate(pairs)
+        ]
+
+    def _cls_index(self, input_ids: list[int]) -> int:
+        cls_id = self.tokenizer.cls_token_id
+        return input_ids.index(cls_id) if cls_id in input_ids else 0
+
+    def _logits(self, encoded: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Start and end logits of every window, unpadded; windows of similar length are batched."""
+        import torch
+
+        names = [name for name in self.tokenizer.model_input_names if name in encoded]
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        starts: list[np.ndarray] = [np.empty(0)] * len(lengths)
+        ends: list[np.ndarray] = [np.empty(0)] * len(lengths)
+        with torch.no_grad():
+            for begin in range(0, len(order), self.batch_size):
+                chunk = order[begin:begin + self.batch_size]
+                features = [{name: encoded[name][w] for name in names} for w in chunk]
+                batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+                output = self.model(**batch)
+                for row, window in enumerate(chunk):
+                    starts[window] = output.start_logits[row, :lengths[window]].float().cpu().numpy()
+                    ends[window] = output.end_logits[row, :lengths[window]].float().cpu().numpy()
+        return starts, ends
+
+
+# Sentence reading
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The span without surrounding whitespace, or None when nothing is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _pieces(text: str, start: int, end: int, breaks: re.Pattern[str], keep_break: bool) -> list[tuple[int, int]]:
+    """Spans of ``text[start:end]`` between matches of ``breaks`` (the break kept or dropped)."""
+    spans, begin = [], start
+    for match in breaks.finditer(text, start, end):
+        spans.append((begin, match.end() if keep_break else match.start()))
+        begin = match.end()
+    spans.append((begin, end))
+    return [span for span in (_trimmed(text, a, b) for a, b in spans) if span]
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text``, whitespace trimmed."""
+    return _pieces(text, 0, len(text), _SENTENCE_BREAK, keep_break=True)
+
+
+@dataclass
+class _Segment:
+    start: int
+    end: int
+    row: int
+    clauses: list[_Segment]
+
+
+class SentenceReader(_BatchReader):
+    """Answers with the sentence most similar to the question, using the index's embedder.
+
+    Nothing is trained and nothing is downloaded, so it is the default. A sentence longer
+    than ``clause_min_words`` words is narrowed to its best clause (split at ``;``, ``,``
+    and dashes) when that clause scores within ``clause_margin`` of the whole sentence:
+    shorter answers read better, but never at a real cost in similarity. Clauses under
+    three words are too short to stand alone and are not considered. ``score`` is the
+    cosine similarity of the returned text to the question.
+    """
+
+    name = DEFAULT_READER
+
+    def __init__(self, embedder: Embedder, *, clause_min_words: int = 40, clause_margin: float = 0.02) -> None:
+        self.embedder = embedder
+        self.clause_min_words = clause_min_words
+        self.clause_margin = clause_margin
+
+    def read_batch(
+        self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
+    ) -> list[list[list[Answer]]]:
+        _check_request(questions, passages, top_k)
+        texts = list(questions)
+        segments = [[self._segments(p.text, texts) for p in group] for group in passages]
+        if len(texts) == len(questions):
+            return [[[] for _ in group] for group in passages]
+        vectors = self.embedder.encode(texts)
+        return [
+            [self._answers(p, segs, vectors @ vectors[i], top_k) for p, segs in zip(group, group_segments)]
+            for i, (group, group_segments) in enumerate(zip(passages, segments))
+        ]
+
+    def _segments(self, text: str, texts: list[str]) -> list[_Segment]:
+        """The passage's sentences (and clauses of long ones), their texts appended to ``texts``."""
+        segments = []
+        for start, end in split_sentences(text):
+            clauses = []
+            if len(text[start:end].split()) > self.clause_min_words:
+                for a, b in _pieces(text, start, end, _CLAUSE_BREAK, keep_break=False):
+                    if len(text[a:b].split()) >= 3:
+                        clauses.append(_Segment(a, b, len(texts), []))
+                        texts.append(text[a:b])
+            segments.append(_Segment(start, end, len(texts), clauses))
+            texts.append(text[start:end])
+        return segments
+
+    def _answers(self, passage: Passage, segments: list[_Segment], scores: np.ndarray, top_k: int) -> list[Answer]:
+        answers = []
+        for sentence in segments:
+            best = max(sentence.clauses, key=lambda c: scores[c.row], default=sentence)
+            if scores[best.row] < scores[sentence.row] - self.clause_margin:
+                best = sentence
+            answers.append(_answer(passage, best.start, best.end, float(scores[best.row])))
+        return _ranked(answers, top_k)
+
+
+# Choosing a reader
+
+
+def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | None]:
+    """The reader named by ``spec``, and a one-line notice when it had to fall back.
+
+    ``None``, ``""``, ``"default"`` and ``"sentence"`` give the :class:`SentenceReader`.
+    An existing folder (or a bundled model name) must be a QA model: anything else is a
+    :class:`ReaderError`, since the user pointed at it on purpose. Any other string is
+    tried as a hub name; when it cannot be loaded (typically offline) the default reader
+    is used and the notice says why, so ``ask`` still answers.
+    """
+    if spec is None or spec.strip().lower() in _DEFAULT_NAMES:
+        return SentenceReader(embedder), None
+    if Path(spec).expanduser().exists() or Path(resolve_model(spec)).exists():
+        return SpanReader(spec), None
+    try:
+        return SpanReader(spec), None
+    except ReaderError as exc:
+        reason = _first_line(exc.__cause__) if exc.__cause__ else str(exc)
+        return SentenceReader(embedder), f"reader {spec!r} is not available ({reason}); using the default sentence reader"
+
+
+# Reranking
+
+
+def _min_max(values: Sequence[float]) -> list[float]:
+    """Scaled to [0, 1]; all-equal values carry no preference and all become 1."""
+    low, high = min(values), max(values)
+    if high == low:
+        return [1.0] * len(values)
+    return [(v - low) / (high - low) for v in values]
+
+
+def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], weight: float = 0.5) -> list[H]:
+    """Hits reordered by ``weight * retrieval + (1 - weight) * answer`` score.
+
+    Retrieval and answer scores live on different scales (cosine vs logits), so each is
+    min-max normalised over this candidate list first; a hit's answer score is that of its
+    best answer, and a hit without any answer gets the lowest (0). ``weight=1`` keeps the
+    retrieval order, ``weight=0`` orders by answers alone; ties keep the retrieval order.
+    Hits must be dataclasses with a ``score`` (and optionally a ``rank``, renumbered from
+    1); the returned copies carry the combined score.
+    """
+    if len(hits) != len(answers_per_hit):
+        raise ValueError(f"{len(hits)} hits but {len(answers_per_hit)} answer lists")
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"rerank weight must be between 0 and 1, got {weight}")
+    if not hits:
+        return []
+    retrieval = _min_max([float(hit.score) for hit in hits])
+    best = [answers[0].score if answers else None for answers in answers_per_hit]
+    present = [score for score in best if score is not None]
+    scaled = iter(_min_max(present)) if present else iter(())
+    answer = [next(scaled) if score is not None else 0.0 for score in best]
+    combined = [weight * r + (1.0 - weight) * a for r, a in zip(retrieval, answer)]
+    order = sorted(range(len(hits)), key=lambda i: -combined[i])
+    return [
+        replace(hits[i], score=combined[i], **({"rank": rank} if hasattr(hits[i], "rank") else {}))
+        for rank, i in enumerate(order, start=1)
+    ]
