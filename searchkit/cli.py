@@ -19,11 +19,22 @@ import typer
 from searchkit.config import ChunkingConfig
 from searchkit.datasets import load_beir
 from searchkit.errors import ConfigError, SearchkitError
-from searchkit.evaluation import EvalSetting, evaluate_settings, format_table, parse_variant, write_report
+from searchkit.embedding import load_embedder
+from searchkit.evaluation import (
+    EvalSetting,
+    evaluate_open_domain,
+    evaluate_settings,
+    format_table,
+    parse_variant,
+    write_report,
+)
 from searchkit.filters import parse_conditions
 from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
+from searchkit.reader import ANSWER_MARKERS, load_reader
 from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import FieldMap, SourceOptions, read_sources
+from searchkit.squad import load_squad, paragraph_documents, read_gold
+from searchkit.training import train_reader
 
 __all__ = ["app", "main"]
 
@@ -48,6 +59,14 @@ ModelOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ModeOption = Annotated[
     Mode, typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused.")
+]
+ReaderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reader",
+        envvar="SEARCHKIT_READER",
+        help="QA reader: 'sentence' (default, offline), or a folder written by train-reader, or any transformers QA model.",
+    ),
 ]
 FusionOption = Annotated[
     Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
@@ -139,12 +158,16 @@ def search_command(
     ] = None,
     mode: ModeOption = Mode.DENSE,
     fusion: FusionOption = Fusion.WEIGHTED,
+    rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
+    reader: ReaderOption = None,
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Search an index and print the best-matching chunks."""
     with Index.open(index, model=model) as opened:
-        hits = opened.search(query, k, where=parse_conditions(where or []), mode=mode, fusion=fusion)
+        if rerank:
+            use_reader(opened, reader)
+        hits = opened.search(query, k, where=parse_conditions(where or []), mode=mode, fusion=fusion, rerank=rerank)
     if as_json:
         typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
     elif not hits:
@@ -165,6 +188,147 @@ def print_hit(hit: Hit, width: int = 300) -> None:
     typer.echo(f"    {snippet}")
     details = [f"chars {hit.start}-{hit.end}"] + [f"{key}={value}" for key, value in hit.metadata.items()]
     typer.secho(f"    {'  '.join(details)}", dim=True)
+
+
+def use_reader(index: Index, spec: str | None) -> None:
+    """Give ``index`` the reader named by ``spec``, saying so in one line when it falls back."""
+    reader, notice = load_reader(spec, index.embedder)
+    if notice:
+        typer.secho(f"notice: {notice}", err=True, fg=typer.colors.YELLOW)
+    index.reader = reader
+
+
+@app.command("ask")
+@user_errors
+def ask_command(
+    question: Annotated[str, typer.Argument(help="A question in plain words.", show_default=False)],
+    index: IndexOption,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of answers.")] = 5,
+    candidates: Annotated[int, typer.Option(min=1, help="Chunks retrieved and read.")] = 20,
+    where: Annotated[list[str] | None, typer.Option(help="Metadata condition, as for search (repeatable).")] = None,
+    mode: ModeOption = Mode.DENSE,
+    reader: ReaderOption = None,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the index: retrieve passages, read them, print the best answer spans."""
+    with Index.open(index, model=model) as opened:
+        use_reader(opened, reader)
+        answers = opened.ask(question, k, where=parse_conditions(where or []), mode=mode, candidates=candidates)
+    if as_json:
+        typer.echo(json.dumps([answer.to_dict() for answer in answers], indent=2, ensure_ascii=False))
+    elif not answers:
+        typer.echo("no answers")
+    for rank, answer in enumerate([] if as_json else answers, start=1):
+        heading = f"{rank:>2}. {answer.score:.3f}  {answer.answer}"
+        typer.secho(heading if len(heading) < 160 else heading[:157] + "...", bold=True)
+        typer.echo(f"    {answer.doc_id}{'  ' + answer.title if answer.title else ''}  chars {answer.start}-{answer.end}")
+        typer.secho(f"    {snippet_around(answer.context)}", dim=True)
+
+
+def snippet_around(context: str, width: int = 240) -> str:
+    """The part of ``context`` around the marked answer, on one line."""
+    text = " ".join(context.split())
+    if len(text) <= width:
+        return text
+    middle = max(text.find(ANSWER_MARKERS[0]), 0)
+    start = max(0, min(middle - width // 3, len(text) - width))
+    return ("..." if start else "") + text[start:start + width] + ("..." if start + width < len(text) else "")
+
+
+@app.command("train-reader")
+@user_errors
+def train_reader_command(
+    squad_json: Annotated[Path, typer.Argument(help="Training data in SQuAD v1.1 JSON format.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the trained reader to.", show_default=False)],
+    base: Annotated[str, typer.Option(help="Encoder to start from: a model name or folder.")] = "all-MiniLM-L6-v2",
+    articles: Annotated[str | None, typer.Option(help="Articles to train on, 1-based, such as 1-28 [default: all].")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 16,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 1e-4,
+    max_examples: Annotated[int | None, typer.Option(min=1, help="Train on at most this many questions.")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="Share of the data held out for evaluation.")] = 0.1,
+    as_json: JsonOption = False,
+) -> None:
+    """Fine-tune an extractive QA reader on SQuAD-format data, on the CPU; `ask --reader OUT` then uses it."""
+    data = load_squad(squad_json, parse_articles(articles))
+    report_problems(data.problems, squad_json)
+    report = train_reader(
+        data, out, base=base, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        max_examples=max_examples, eval_fraction=eval_fraction, progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    typer.echo(
+        f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s; "
+        f"held-out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}"
+    )
+    typer.echo(f"saved to {out}; use it with: searchkit ask QUESTION --index DIR --reader {out}")
+
+
+@app.command("eval-qa")
+@user_errors
+def eval_qa_command(
+    squad_json: Annotated[Path, typer.Argument(help="Questions in SQuAD v1.1 JSON format.", show_default=False)],
+    reader: ReaderOption = None,
+    articles: Annotated[str | None, typer.Option(help="Articles to evaluate, 1-based, such as 29-36 [default: all].")] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", "-i", help="Also answer open-domain from this index of all the file's paragraphs (built if missing)."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Passages read per question in open-domain QA.")] = 5,
+    mode: ModeOption = Mode.DENSE,
+    as_json: JsonOption = False,
+) -> None:
+    """Exact match and F1 of a reader: on each question's own paragraph, and open-domain through an index."""
+    data = load_squad(squad_json, parse_articles(articles))
+    report_problems(data.problems, squad_json)
+    embedder = load_embedder()
+    chosen, notice = load_reader(reader, embedder)
+    if notice:
+        typer.secho(f"notice: {notice}", err=True, fg=typer.colors.YELLOW)
+    gold = read_gold(chosen, data, progress=not as_json)
+    result: dict[str, Any] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
+    if index is not None:
+        exists = (index / "manifest.json").exists()
+        with (Index.open(index, model=embedder) if exists else Index.create(index, model=embedder)) as opened:
+            if not exists:
+                opened.add(paragraph_documents(load_squad(squad_json)), progress=not as_json)
+            opened.reader = chosen
+            result["open_domain"] = evaluate_open_domain(opened, data, k, mode=mode, progress=not as_json).to_dict()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"reader {chosen.name}, {result['questions']} questions")
+    typer.echo(f"  gold paragraph:  exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}")
+    if "open_domain" in result:
+        od = result["open_domain"]
+        typer.echo(
+            f"  open-domain:     exact match {od['exact_match']:.2f}  F1 {od['f1']:.2f}  "
+            f"(paragraph retrieved in the top {k}: {od[f'retrieval_recall@{k}']:.1f}%)"
+        )
+
+
+def parse_articles(text: str | None) -> slice | None:
+    """``"29-36"`` (1-based, inclusive) as a slice of the file's articles; ``"5"`` is one article."""
+    if not text:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        start, stop = int(first), int(last or first)
+    except ValueError:
+        raise ConfigError(f"--articles takes a range like 1-28, got {text!r}") from None
+    if start < 1 or stop < start:
+        raise ConfigError(f"--articles takes a range like 1-28 (1-based, first <= last), got {text!r}")
+    return slice(start - 1, stop)
+
+
+def report_problems(problems: list, source: Path, limit: int = 20) -> None:
+    for problem in problems[:limit]:
+        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    if len(problems) > limit:
+        typer.secho(f"... and {len(problems) - limit} more problems in {source}", err=True, fg=typer.colors.YELLOW)
 
 
 @app.command("delete")
@@ -263,10 +427,7 @@ def eval_command(
     """Measure retrieval quality (nDCG, recall, MRR, MAP, precision) against labeled queries."""
     cutoffs = parse_cutoffs(k)
     data = load_beir(dataset, split)
-    for problem in data.problems[:20]:
-        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
-    if len(data.problems) > 20:
-        typer.secho(f"... and {len(data.problems) - 20} more problems in {dataset}", err=True, fg=typer.colors.YELLOW)
+    report_problems(data.problems, dataset)
     chunking = None
     if chunk_tokens is not None or overlap is not None or max_chunks is not None:
         defaults = ChunkingConfig()

@@ -23,11 +23,15 @@ from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError
 from searchkit.index import MANIFEST_FILE, Index, IngestReport, read_manifest
+from searchkit.reader import Passage, best_answers
 from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
+from searchkit.squad import SquadData, evaluate_predictions, question_paragraphs
 from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
 from searchkit.sources import read_sources
 
 __all__ = [
+    "OpenDomainResult",
+    "evaluate_open_domain",
     "EvalResult",
     "EvalSetting",
     "evaluate_index",
@@ -294,3 +298,52 @@ def _plots(folder: Path, results: Sequence[EvalResult], qrels: Qrels) -> list[Pa
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+
+
+@dataclass
+class OpenDomainResult:
+    """Open-domain QA: retrieve passages from the index, read them, score the best answer."""
+
+    exact_match: float
+    f1: float
+    questions: int
+    k: int
+    retrieval_recall: float
+    seconds: float
+    predictions: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exact_match": self.exact_match, "f1": self.f1, "questions": self.questions,
+                f"retrieval_recall@{self.k}": self.retrieval_recall, "seconds": self.seconds}
+
+
+def evaluate_open_domain(
+    index: Index, data: SquadData, k: int = 5, *, mode: Mode = Mode.DENSE, batch_size: int = 32, progress: bool = False
+) -> OpenDomainResult:
+    """Answer every question from the top ``k`` chunks of ``index`` (built from the paragraphs).
+
+    The retrieval recall (share of questions whose own paragraph is among the ``k``
+    chunks read) is reported beside EM and F1: it caps what any reader can reach.
+    """
+    started = time.perf_counter()
+    gold_paragraph = question_paragraphs(data)
+    predictions: dict[str, str] = {}
+    found = 0
+    examples = data.examples
+    with tqdm(total=len(examples), unit="question", desc="answering", disable=not progress) as bar:
+        for begin in range(0, len(examples), batch_size):
+            batch = examples[begin:begin + batch_size]
+            questions = [example.question for example in batch]
+            hits_per_question = index.search_batch(questions, k, mode=mode)
+            passages = [[Passage.from_hit(hit) for hit in hits] for hits in hits_per_question]
+            read = index.reader.read_batch(questions, passages)
+            for example, hits, answers in zip(batch, hits_per_question, read):
+                best = best_answers(hits, answers, 1)
+                predictions[example.id] = best[0].answer if best else ""
+                found += gold_paragraph[example.id] in {hit.doc_id for hit in hits}
+            bar.update(len(batch))
+    scores = evaluate_predictions(predictions, data)
+    return OpenDomainResult(
+        scores["exact_match"], scores["f1"], len(examples), k,
+        100.0 * found / len(examples) if examples else 0.0, time.perf_counter() - started, predictions,
+    )

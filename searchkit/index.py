@@ -44,6 +44,7 @@ from searchkit.errors import (
     SearchkitError,
 )
 from searchkit.filters import Where, compile_where
+from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
 from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, fts_match_expression, fuse
 from searchkit.store import Store, StoredChunk
 from searchkit.vectors import VectorIndex, atomic_write, resolve_description
@@ -58,6 +59,8 @@ LOCK_FILE = "write.lock"
 MAX_QUERY_CHARS = 4096
 # Candidates taken from each retriever before hybrid fusion.
 HYBRID_CANDIDATES = 100
+# Chunks read by the question-answering reader for ask() and the QA rerank.
+QA_CANDIDATES = 20
 DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
 # Text gathered per embedding call and store transaction (about 500 full chunks): large
 # enough for efficiently padded batches, small enough that a killed ingest loses little.
@@ -129,6 +132,7 @@ class Index:
         self.vectors = VectorIndex(config.model.dimension)
         self._generation = -1
         self._lock = FileLock(path / LOCK_FILE)
+        self._reader: Reader | None = None
 
     # Lifecycle
 
@@ -462,15 +466,21 @@ class Index:
         mode: Mode | str = Mode.DENSE,
         fusion: Fusion | str = Fusion.WEIGHTED,
         hybrid_weight: float = HYBRID_WEIGHT,
+        rerank: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, best first, among those matching ``where``.
 
         ``mode`` is ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over the
         full-text index) or ``hybrid`` (both rankings fused by ``fusion``: ``weighted``
         normalised scores, dense weighted by ``hybrid_weight``, or ``rrf``, reciprocal rank
-        fusion). Hit scores are the mode's own.
+        fusion). Hit scores are the mode's own. ``rerank="qa"`` reads the candidates with
+        the question-answering reader and reorders them by answer evidence combined with
+        the retrieval score (both min-max scaled over the candidates, equal weights); the
+        hit scores are then the combined ones.
         """
-        return self.search_batch([query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight)[0]
+        return self.search_batch(
+            [query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, rerank=rerank
+        )[0]
 
     def search_batch(
         self,
@@ -481,8 +491,11 @@ class Index:
         mode: Mode | str = Mode.DENSE,
         fusion: Fusion | str = Fusion.WEIGHTED,
         hybrid_weight: float = HYBRID_WEIGHT,
+        rerank: str | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once: one batched encode and one FAISS call."""
+        if rerank not in (None, "qa"):
+            raise QueryError(f"unknown rerank {rerank!r}; use 'qa' or leave it out")
         if isinstance(queries, str):
             raise QueryError("search_batch takes a list of queries; use search() for one")
         for query in queries:
@@ -495,6 +508,12 @@ class Index:
         self._sync()
         if not queries:
             return []
+        if rerank == "qa":
+            candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
+                                           hybrid_weight=hybrid_weight)
+            passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
+            read = self.reader.read_batch(list(queries), passages)
+            return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
         depth = k if mode is not Mode.HYBRID else max(k, HYBRID_CANDIDATES)
         dense = self._dense(queries, depth, condition) if mode is not Mode.LEXICAL else None
         lexical = self._lexical(queries, depth, condition) if mode is not Mode.DENSE else None
@@ -548,6 +567,39 @@ class Index:
                                     row.text, row.start, row.end, row.metadata))
             results.append(hits)
         return results
+
+    # Answering
+
+    @property
+    def reader(self) -> Reader:
+        """The question-answering reader for :meth:`ask` and the QA rerank (default: the sentence reader)."""
+        if self._reader is None:
+            self._reader = SentenceReader(self.embedder)
+        return self._reader
+
+    @reader.setter
+    def reader(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def ask(
+        self,
+        question: str,
+        k: int = 5,
+        *,
+        where: Where | None = None,
+        mode: Mode | str = Mode.DENSE,
+        candidates: int = QA_CANDIDATES,
+    ) -> list[Answer]:
+        """The ``k`` best answers to ``question`` read from the best ``candidates`` chunks.
+
+        Each chunk's best answer span is scored by combining its reader score with the
+        chunk's retrieval score (both min-max scaled over the candidates), so an answer
+        needs both a passage that matches and a span that answers; ``Answer.score`` is
+        that combined score, in [0, 1].
+        """
+        check_k(k)
+        hits = self.search(question, max(k, candidates), where=where, mode=mode)
+        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
 
     # Inspecting
 

@@ -18,9 +18,9 @@ offset added), so a caller can highlight them in the original text.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -31,6 +31,7 @@ import numpy as np
 
 from searchkit.embedding import Embedder, resolve_model
 from searchkit.errors import ConfigError, QueryError, ReaderError
+from searchkit.retrieval import min_max_scale
 
 __all__ = [
     "Answer",
@@ -38,7 +39,9 @@ __all__ = [
     "Reader",
     "SentenceReader",
     "SpanReader",
+    "best_answers",
     "decode_spans",
+    "load_qa_model",
     "load_reader",
     "rerank_hits",
     "split_sentences",
@@ -240,6 +243,15 @@ def quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+def check_window(max_length: int, stride: int, max_question_tokens: int) -> None:
+    """Refuse window settings the tokenizer would fail on: the stride must fit beside the question."""
+    if not 0 <= stride < max_length - max_question_tokens - 3:
+        raise ConfigError(
+            f"stride {stride} leaves no room for the passage in windows of {max_length} tokens "
+            f"with questions of up to {max_question_tokens} tokens; use a smaller stride or longer windows"
+        )
+
+
 def clip_question(tokenizer: Any, question: str, max_tokens: int) -> str:
     """The question cut to its first ``max_tokens`` word pieces, so the passage keeps its room."""
     offsets = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -266,8 +278,11 @@ def _locate(model: str | Path) -> str:
     return location
 
 
-def _load_qa_model(model: str | Path, device: str, allow_untrained_head: bool) -> tuple[Any, Any]:
-    """Tokenizer and QA model; a checkpoint whose QA head would be random is refused."""
+def load_qa_model(model: str | Path, *, device: str = "cpu", allow_untrained_head: bool = False) -> tuple[Any, Any]:
+    """Tokenizer and QA model (in eval mode); a checkpoint whose QA head would be random is refused.
+
+    Training starts from such an encoder on purpose and passes ``allow_untrained_head``.
+    """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     location = _locate(model)
@@ -277,7 +292,7 @@ def _load_qa_model(model: str | Path, device: str, allow_untrained_head: bool) -
             tokenizer = AutoTokenizer.from_pretrained(location)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for bad models
         raise ReaderError(
-            f"cannot load reader {str(model)!r} ({_first_line(exc)}); "
+            f"cannot load QA model {str(model)!r} ({_first_line(exc)}); "
             f"give a question-answering model folder or hub name, or {_TRAIN_HINT}"
         ) from exc
     missing = sorted(info["missing_keys"])
@@ -287,7 +302,7 @@ def _load_qa_model(model: str | Path, device: str, allow_untrained_head: bool) -
             f"{', '.join(missing[:2])}); {_TRAIN_HINT}"
         )
     if not tokenizer.is_fast:
-        raise ReaderError(f"reader {str(model)!r} has no fast tokenizer, which answer offsets need")
+        raise ReaderError(f"model {str(model)!r} has no fast tokenizer, which answer offsets need")
     tokenizer.padding_side = "right"
     return tokenizer, qa_model.to(device).eval()
 
@@ -325,11 +340,7 @@ class SpanReader(_BatchReader):
         device: str | None = None,
         allow_untrained_head: bool = False,
     ) -> None:
-        if not 0 <= stride < max_length - max_question_tokens - 3:
-            raise ConfigError(
-                f"stride {stride} leaves no room for the passage in windows of {max_length} tokens "
-                f"with questions of up to {max_question_tokens}; use a smaller stride"
-            )
+        check_window(max_length, stride, max_question_tokens)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.name = str(model)
@@ -339,7 +350,7 @@ class SpanReader(_BatchReader):
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
         self.device = device or os.environ.get("SEARCHKIT_DEVICE", "cpu")
-        self.tokenizer, self.model = _load_qa_model(model, self.device, allow_untrained_head)
+        self.tokenizer, self.model = load_qa_model(model, device=self.device, allow_untrained_head=allow_untrained_head)
 
     def read_batch(
         self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
@@ -476,29 +487,33 @@ class SentenceReader(_BatchReader):
     def read_batch(
         self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
     ) -> list[list[list[Answer]]]:
+        """Embeds the batch in one encode call, each distinct text once.
+
+        Gold-paragraph evaluation reads a paragraph once per question, so deduplicating
+        texts saves most of the encoding there.
+        """
         _check_request(questions, passages, top_k)
-        texts = list(questions)
-        segments = [[self._segments(p.text, texts) for p in group] for group in passages]
-        if len(texts) == len(questions):
+        rows: dict[str, int] = {}
+        question_rows = [rows.setdefault(q, len(rows)) for q in questions]
+        segments = [[self._segments(p.text, rows) for p in group] for group in passages]
+        if not any(s for group in segments for s in group):
             return [[[] for _ in group] for group in passages]
-        vectors = self.embedder.encode(texts)
+        vectors = self.embedder.encode(list(rows))
         return [
-            [self._answers(p, segs, vectors @ vectors[i], top_k) for p, segs in zip(group, group_segments)]
-            for i, (group, group_segments) in enumerate(zip(passages, segments))
+            [self._answers(p, segs, vectors @ vectors[row], top_k) for p, segs in zip(group, group_segments)]
+            for row, group, group_segments in zip(question_rows, passages, segments)
         ]
 
-    def _segments(self, text: str, texts: list[str]) -> list[_Segment]:
-        """The passage's sentences (and clauses of long ones), their texts appended to ``texts``."""
+    def _segments(self, text: str, rows: dict[str, int]) -> list[_Segment]:
+        """The passage's sentences (and clauses of long ones), each given its row in ``rows``."""
         segments = []
         for start, end in split_sentences(text):
             clauses = []
             if len(text[start:end].split()) > self.clause_min_words:
                 for a, b in _pieces(text, start, end, _CLAUSE_BREAK, keep_break=False):
                     if len(text[a:b].split()) >= 3:
-                        clauses.append(_Segment(a, b, len(texts), []))
-                        texts.append(text[a:b])
-            segments.append(_Segment(start, end, len(texts), clauses))
-            texts.append(text[start:end])
+                        clauses.append(_Segment(a, b, rows.setdefault(text[a:b], len(rows)), []))
+            segments.append(_Segment(start, end, rows.setdefault(text[start:end], len(rows)), clauses))
         return segments
 
     def _answers(self, passage: Passage, segments: list[_Segment], scores: np.ndarray, top_k: int) -> list[Answer]:
@@ -531,18 +546,11 @@ def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | Non
         return SpanReader(spec), None
     except ReaderError as exc:
         reason = _first_line(exc.__cause__) if exc.__cause__ else str(exc)
-        return SentenceReader(embedder), f"reader {spec!r} is not available ({reason}); using the default sentence reader"
+        notice = f"reader {spec!r} is not available ({reason}); using the default sentence reader"
+        return SentenceReader(embedder), notice
 
 
 # Reranking
-
-
-def _min_max(values: Sequence[float]) -> list[float]:
-    """Scaled to [0, 1]; all-equal values carry no preference and all become 1."""
-    low, high = min(values), max(values)
-    if high == low:
-        return [1.0] * len(values)
-    return [(v - low) / (high - low) for v in values]
 
 
 def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], weight: float = 0.5) -> list[H]:
@@ -561,10 +569,10 @@ def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], 
         raise ConfigError(f"rerank weight must be between 0 and 1, got {weight}")
     if not hits:
         return []
-    retrieval = _min_max([float(hit.score) for hit in hits])
+    retrieval = min_max_scale([float(hit.score) for hit in hits])
     best = [answers[0].score if answers else None for answers in answers_per_hit]
     present = [score for score in best if score is not None]
-    scaled = iter(_min_max(present)) if present else iter(())
+    scaled = iter(min_max_scale(present))
     answer = [next(scaled) if score is not None else 0.0 for score in best]
     combined = [weight * r + (1.0 - weight) * a for r, a in zip(retrieval, answer)]
     order = sorted(range(len(hits)), key=lambda i: -combined[i])
@@ -572,3 +580,14 @@ def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], 
         replace(hits[i], score=combined[i], **({"rank": rank} if hasattr(hits[i], "rank") else {}))
         for rank, i in enumerate(order, start=1)
     ]
+
+
+def best_answers(hits: Sequence[Any], answers_per_hit: Sequence[Sequence[Answer]], k: int) -> list[Answer]:
+    """The ``k`` best answers over the hits, ordered and scored as :func:`rerank_hits` orders hits.
+
+    Each hit contributes its best answer; ``Answer.score`` becomes the combined
+    retrieval-and-answer score, in [0, 1].
+    """
+    best = {hit.chunk_id: answers[0] for hit, answers in zip(hits, answers_per_hit) if answers}
+    ranked = rerank_hits(hits, answers_per_hit)
+    return [replace(best[hit.chunk_id], score=hit.score) for hit in ranked if hit.chunk_id in best][:k]

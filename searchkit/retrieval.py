@@ -19,6 +19,7 @@ __all__ = [
     "reciprocal_rank_fusion",
     "weighted_fusion",
     "fuse",
+    "min_max_scale",
     "RRF_K",
     "HYBRID_WEIGHT",
 ]
@@ -66,13 +67,18 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) ->
     return fused
 
 
-def _min_max(scores: Mapping[int, float]) -> dict[int, float]:
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
+def min_max_scale(values: Sequence[float]) -> list[float]:
+    """Scaled to [0, 1]; all-equal values carry no preference and all become 1."""
+    if not values:
+        return []
+    low, high = min(values), max(values)
     if high == low:
-        return {item: 1.0 for item in scores}
-    return {item: (score - low) / (high - low) for item, score in scores.items()}
+        return [1.0] * len(values)
+    return [(value - low) / (high - low) for value in values]
+
+
+def _min_max(scores: Mapping[int, float]) -> dict[int, float]:
+    return dict(zip(scores, min_max_scale(list(scores.values()))))
 
 
 def weighted_fusion(dense: Mapping[int, float], lexical: Mapping[int, float], weight: float = HYBRID_WEIGHT) -> dict[int, float]:

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from searchkit.config import DEFAULT_MODEL
 from searchkit.embedding import resolve_model
-from searchkit.errors import ConfigError, ReaderError
-from searchkit.reader import SpanReader, clip_question, quiet_transformers
+from searchkit.errors import ConfigError
+from searchkit.reader import SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
 from searchkit.squad import SquadData, SquadExample, read_gold
 
 __all__ = ["TrainReport", "train_reader", "split_held_out", "prepare_features", "READER_INFO_FILE"]
@@ -132,26 +132,10 @@ def _batches(features: list[dict[str, Any]], batch_size: int, tokenizer: Any, ge
     return batches
 
 
-def _load_base(base: str, device: str) -> tuple[Any, Any, str]:
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-    location = resolve_model(base)
-    try:
-        with quiet_transformers():
-            model = AutoModelForQuestionAnswering.from_pretrained(location)
-            tokenizer = AutoTokenizer.from_pretrained(location)
-    except Exception as exc:  # transformers raises many kinds for unusable models
-        raise ReaderError(
-            f"cannot load base model {base!r} for training ({type(exc).__name__}: {exc}); "
-            "give a transformers encoder folder or hub name"
-        ) from exc
-    if not tokenizer.is_fast:
-        raise ReaderError(f"base model {base!r} has no fast tokenizer, which answer offsets need")
-    tokenizer.padding_side = "right"
-    return model.to(device), tokenizer, location
-
-
-def _check_settings(epochs: int, batch_size: int, learning_rate: float, eval_fraction: float) -> None:
+def _check_settings(
+    epochs: int, batch_size: int, learning_rate: float, eval_fraction: float, max_length: int, stride: int
+) -> None:
+    check_window(max_length, stride, MAX_QUESTION_TOKENS)
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be at least 1, got {epochs} and {batch_size}")
     if not learning_rate > 0:
@@ -190,71 +174,105 @@ def train_reader(
     every ``log_every`` steps, each also passed to ``log``.
     """
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
-    _check_settings(epochs, batch_size, learning_rate, eval_fraction)
+    _check_settings(epochs, batch_size, learning_rate, eval_fraction, max_length, stride)
     say = log or logger.info
     examples = train.examples[:max_examples] if max_examples is not None else train.examples
     fit, held_out = split_held_out(examples, eval_fraction, seed)
     if not fit:
         raise ConfigError("no training examples; give a SQuAD file with questions, or raise max_examples")
     torch.manual_seed(seed)
-    model, tokenizer, location = _load_base(base, device)
+    tokenizer, model = load_qa_model(base, device=device, allow_untrained_head=True)
     features = prepare_features(tokenizer, fit, max_length, stride)
-    generator = torch.Generator().manual_seed(seed)
-    total_steps = epochs * math.ceil(len(features) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(warmup_fraction * total_steps), total_steps)
-    say(f"training {base} on {len(fit)} questions ({len(features)} windows), {total_steps} steps; "
+    report = TrainReport(
+        Path(out_dir), epochs * math.ceil(len(features) / batch_size), train_examples=len(fit),
+        train_features=len(features),
+    )
+    say(f"training {base} on {len(fit)} questions ({len(features)} windows), {report.steps} steps; "
         f"{len(held_out)} questions held out")
-    report = TrainReport(Path(out_dir), total_steps, train_examples=len(fit), train_features=len(features))
+    optimise = _Optimisation(epochs, batch_size, learning_rate, warmup_fraction, seed, log_every, progress, device)
+    _fit(model, tokenizer, features, report, optimise, say)
+    _save(model, tokenizer, report.out_dir)
+    if held_out:
+        _evaluate(report, train.subset(held_out), max_length, stride, device, say)
+    _write_info(report, {
+        "base": base, "base_location": resolve_model(base), "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "warmup_fraction": warmup_fraction, "max_length": max_length,
+        "stride": stride, "eval_fraction": eval_fraction, "max_examples": max_examples, "seed": seed,
+        "source": str(train.path) if train.path else None,
+        "held_out": {"articles": sorted({e.article for e in held_out}), "questions": len(held_out)},
+    })
+    return report
+
+
+@dataclass(frozen=True)
+class _Optimisation:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    warmup_fraction: float
+    seed: int
+    log_every: int
+    progress: bool
+    device: str
+
+
+def _fit(
+    model: Any, tokenizer: Any, features: list[dict[str, Any]], report: TrainReport, settings: _Optimisation,
+    say: Callable[[str], None],
+) -> None:
+    """The training loop: AdamW with linear warmup and decay, losses averaged per interval."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(settings.warmup_fraction * report.steps), report.steps
+    )
     started = time.perf_counter()
     model.train()
     interval: list[float] = []
-    with tqdm(total=total_steps, unit="step", desc="training", disable=not progress) as bar:
-        for _ in range(epochs):
-            for batch in _batches(features, batch_size, tokenizer, generator):
-                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+    step = 0
+    with tqdm(total=report.steps, unit="step", desc="training", disable=not settings.progress) as bar:
+        for _ in range(settings.epochs):
+            for batch in _batches(features, settings.batch_size, tokenizer, generator):
+                loss = model(**{k: v.to(settings.device) for k, v in batch.items()}).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                interval.append(float(loss))
+                interval.append(loss.item())
+                step += 1
                 bar.update(1)
-                if len(interval) == log_every or bar.n == total_steps:
+                if len(interval) == settings.log_every or step == report.steps:
                     report.losses.append(sum(interval) / len(interval))
-                    say(f"step {bar.n}/{total_steps} loss {report.losses[-1]:.4f}")
+                    say(f"step {step}/{report.steps} loss {report.losses[-1]:.4f}")
                     bar.set_postfix(loss=f"{report.losses[-1]:.3f}")
                     interval = []
-    report.train_seconds = time.perf_counter() - started
     model.eval()
-    _save(model, tokenizer, report, train, held_out, max_length, stride, device, say)
-    _write_info(report, {
-        "base": base, "base_location": location, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "warmup_fraction": warmup_fraction, "max_length": max_length,
-        "stride": stride, "eval_fraction": eval_fraction, "max_examples": max_examples, "seed": seed,
-        "source": str(train.path) if train.path else None,
-        "held_out_articles": sorted({e.article for e in held_out}),
-    })
-    return report
+    report.train_seconds = time.perf_counter() - started
 
 
-def _save(
-    model: Any, tokenizer: Any, report: TrainReport, data: SquadData, held_out: list[SquadExample],
-    max_length: int, stride: int, device: str, say: Callable[[str], None],
+def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+
+def _evaluate(
+    report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, say: Callable[[str], None]
 ) -> None:
-    """Write the model, then score it on the held-out questions by loading it back as a reader."""
-    report.out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(report.out_dir)
-    tokenizer.save_pretrained(report.out_dir)
-    if not held_out:
-        return
-    reader = SpanReader(report.out_dir, max_length=max_length, stride=stride, device=device)
-    metrics = read_gold(reader, data.subset(held_out)).metrics
-    report.eval_questions = len(held_out)
+    """Score the saved reader on the held-out questions, loading it back as users will."""
+    reader = SpanReader(
+        report.out_dir, max_length=max_length, stride=stride, max_question_tokens=MAX_QUESTION_TOKENS, device=device
+    )
+    metrics = read_gold(reader, held_out).metrics
+    report.eval_questions = len(held_out.examples)
     report.exact_match, report.f1 = metrics["exact_match"], metrics["f1"]
-    say(f"held out {len(held_out)} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}")
+    say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}")
 
 
 def _write_info(report: TrainReport, settings: dict[str, Any]) -> None:

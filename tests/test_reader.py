@@ -201,6 +201,14 @@ def test_sentence_reader_picks_the_answering_sentence(embedder) -> None:
     assert paris.answer == "The Eiffel Tower is in Paris."
 
 
+def test_sentence_reader_embeds_each_distinct_text_once(embedder) -> None:
+    passage = Passage("geo", 4, "Places", EIFFEL)
+    before = embedder.texts_encoded
+    results = SentenceReader(embedder).read_batch(["Where is Fuji?", "How long is the Danube?"], [[passage], [passage]])
+    assert embedder.texts_encoded - before == 2 + len(split_sentences(EIFFEL)) == 7
+    assert [r[0][0].answer for r in results] == ["Mount Fuji is the highest mountain in Japan.", "Is the Danube long?"]
+
+
 def test_sentence_reader_narrows_long_sentences_to_a_clause(embedder) -> None:
     [[answer]] = SentenceReader(embedder).read("Where can I buy postcards?", [Passage("m", 0, "", MUSEUM)])
     assert answer.answer == "a gift shop that sells postcards and maps of the city"
@@ -237,7 +245,7 @@ def test_load_reader_refuses_folders_that_are_not_qa_models(tmp_path: Path, embe
     with pytest.raises(ReaderError, match="no config.json"):
         load_reader(str(tmp_path), embedder)
     (tmp_path / "config.json").write_text(json.dumps({"hello": "world"}), encoding="utf-8")
-    with pytest.raises(ReaderError, match="cannot load reader"):
+    with pytest.raises(ReaderError, match="cannot load QA model"):
         load_reader(str(tmp_path), embedder)
 
 
