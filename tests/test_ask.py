@@ -55,6 +55,14 @@ SQUAD = {
 }
 
 
+for _article in SQUAD["data"]:  # answer offsets computed, not counted by hand
+    for _paragraph in _article["paragraphs"]:
+        for _qa in _paragraph["qas"]:
+            for _answer in _qa["answers"]:
+                if _qa["id"] != "bad":
+                    _answer["answer_start"] = _paragraph["context"].index(_answer["text"])
+
+
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory: pytest.TempPathFactory, embedder):
     from searchkit import Index
@@ -112,7 +120,8 @@ def test_ask_on_an_empty_index_has_no_answers(make_index) -> None:
 
 def test_open_domain_evaluation_reports_retrieval_recall(make_index, squad_file) -> None:
     data = load_squad(squad_file)
-    assert [str(p).split(": ", 1)[0] for p in data.problems] and len(data.examples) == 3
+    assert [p.where for p in data.problems] == ["data[1].paragraphs[0].qas[1].answers[0]", "data[1].paragraphs[0].qas[1]"]
+    assert len(data.examples) == 3
     index = make_index(paragraph_documents(data) + [Document("noise", "Bananas are yellow fruit rich in potassium.")])
     result = evaluate_open_domain(index, data, k=2)
     assert result.questions == 3 and result.retrieval_recall == 100.0

@@ -135,7 +135,7 @@ def test_new_index_with_model_option_and_chunking(corpus_dir: Path, tmp_path: Pa
                     "--chunk-tokens", "128", "--overlap", "16", "--quiet")
     assert result.exit_code == 1
     config = json.loads((index / MANIFEST_FILE).read_text())["config"]
-    assert config["chunking"] == {"max_tokens": 128, "overlap_tokens": 16}
+    assert config["chunking"] == {"max_tokens": 128, "overlap_tokens": 16, "max_chunks": 0}
     result = invoke("index", corpus_dir, "--index", tmp_path / "bad", "--model", str(tmp_path / "no-such-model-dir"))
     assert result.exit_code == 2 and "cannot load embedding model" in result.output
 

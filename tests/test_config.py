@@ -21,7 +21,7 @@ def test_to_dict_is_plain_nested_data() -> None:
     assert config().to_dict() == {
         "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights_sha256": SHA, "dimension": 384,
                   "normalize": True, "max_seq_length": 256},
-        "chunking": {"max_tokens": 200, "overlap_tokens": 20},
+        "chunking": {"max_tokens": 200, "overlap_tokens": 20, "max_chunks": 0},
         "vectors": {"description": "Flat", "metric": "cosine", "ef_search": 128, "nprobe": 32},
         "schema_version": SCHEMA_VERSION,
     }

@@ -43,7 +43,7 @@ def test_dense_retrieval_on_the_demo_corpus_scores_in_a_sane_range(demo_results)
     assert mean["precision@1"] >= 0.75
     assert default.ingest is not None and default.ingest.added == 160 and not default.ingest.failed
     assert small_chunks.ingest.chunks_added > default.ingest.chunks_added
-    assert small_chunks.settings["config"]["chunking"] == {"max_tokens": 96, "overlap_tokens": 16}
+    assert small_chunks.settings["config"]["chunking"] == {"max_tokens": 96, "overlap_tokens": 16, "max_chunks": 0}
     assert 0.6 <= small_chunks.evaluation.mean["ndcg@10"] <= 1.0
 
 
