@@ -504,7 +504,7 @@ class Index:
         if not 0.0 <= hybrid_weight <= 1.0:
             raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
         mode, fusion = _choice(Mode, mode, "mode"), _choice(Fusion, fusion, "fusion")
-        condition = compile_where(where, self.store.field_names())
+        condition = self._condition(where)
         self._sync()
         if not queries:
             return []
@@ -531,9 +531,13 @@ class Index:
         if queries.ndim != 2 or queries.shape[1] != self.config.model.dimension:
             raise QueryError(f"query vectors have shape {queries.shape}; this index needs (n, {self.config.model.dimension})")
         check_k(k)
-        condition = compile_where(where, self.store.field_names())
+        condition = self._condition(where)
         self._sync()
         return self._hits(self._nearest(queries, k, condition))
+
+    def _condition(self, where: Where | None) -> ColumnElement[bool] | None:
+        """The compiled filter; the store's field names are read only when there is one."""
+        return compile_where(where, self.store.field_names()) if where else compile_where(where, ())
 
     def _dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
         if len(self.vectors) == 0:
