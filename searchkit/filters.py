@@ -13,10 +13,10 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, true
+from sqlalchemy import ColumnElement, and_, not_, or_, select
 
 from searchkit.errors import FilterError
-from searchkit.store import documents
+from searchkit.store import documents, field_values
 
 __all__ = ["Where", "compile_where", "parse_condition", "parse_conditions", "BUILTIN_FIELDS"]
 
@@ -68,32 +68,51 @@ def _as_mapping(part: Any, operator: str) -> Mapping[str, Any]:
 
 
 def _compile_field(name: str, condition: Any, known: set[str]) -> ColumnElement[bool]:
-    if name in BUILTIN_FIELDS:
-        column = BUILTIN_FIELDS[name]
-    elif name in known:
-        column = func.json_extract(documents.c.meta, "$." + json.dumps(name))
-    else:
+    if name not in BUILTIN_FIELDS and name not in known:
         fields = ", ".join(sorted(known | set(BUILTIN_FIELDS))) or "none"
         raise FilterError(f"unknown filter field {name!r}; the index has these fields: {fields}")
     if not isinstance(condition, Mapping):
         condition = {"$eq": condition}
     if not condition:
         raise FilterError(f"empty condition for field {name!r}")
-    clauses = [_compare(name, column, op, value) for op, value in condition.items()]
+    if name in BUILTIN_FIELDS:
+        clauses = [_compare(name, BUILTIN_FIELDS[name], op, value) for op, value in condition.items()]
+    else:
+        clauses = [_metadata_compare(name, op, value) for op, value in condition.items()]
     return and_(*clauses) if len(clauses) > 1 else clauses[0]
 
 
-def _compare(name: str, column: Any, op: str, value: Any) -> ColumnElement[bool]:
+def _metadata_compare(name: str, op: str, value: Any) -> ColumnElement[bool]:
+    """A comparison on a metadata field, through the (field, value) index of ``field_values``.
+
+    Negative conditions (``$ne``, ``$nin``, ``$eq: null``) are "no row of this field matches
+    the positive one", so a document without the field satisfies them, as a missing JSON
+    key would.
+    """
+    positive = {"$ne": "$eq", "$nin": "$in"}.get(op, op)
+    if value is None and op in ("$eq", "$ne"):
+        positive, negate = "$ne", op == "$eq"  # null: "has a non-null value", negated for $eq
+    else:
+        negate = op in ("$ne", "$nin")
+    matching = select(field_values.c.document_pk).where(
+        field_values.c.name == name, _compare(name, field_values.c.value, positive, value, op)
+    )
+    return documents.c.pk.not_in(matching) if negate else documents.c.pk.in_(matching)
+
+
+def _compare(name: str, column: Any, op: str, value: Any, shown: str | None = None) -> ColumnElement[bool]:
+    """``column`` compared by ``op``; messages name the operator the user wrote (``shown``)."""
+    shown = shown or op
     if op not in COMPARISONS:
-        raise FilterError(f"unknown operator {op!r} for field {name!r}; use one of {', '.join(sorted(COMPARISONS))}")
+        raise FilterError(f"unknown operator {shown!r} for field {name!r}; use one of {', '.join(sorted(COMPARISONS))}")
     if op in ("$in", "$nin"):
         if not isinstance(value, (list, tuple, set, frozenset)) or not value:
-            raise FilterError(f"{op} on field {name!r} takes a non-empty list, got {value!r}")
+            raise FilterError(f"{shown} on field {name!r} takes a non-empty list, got {value!r}")
         for item in value:
-            _check_scalar(name, op, item)
+            _check_scalar(name, shown, item)
         matches = column.in_(list(value))
         return matches if op == "$in" else or_(column.is_(None), not_(matches))
-    _check_scalar(name, op, value)
+    _check_scalar(name, shown, value)
     if value is None and op in ("$eq", "$ne"):
         return column.is_(None) if op == "$eq" else column.is_not(None)
     if op == "$eq":
@@ -101,7 +120,7 @@ def _compare(name: str, column: Any, op: str, value: Any) -> ColumnElement[bool]
     if op == "$ne":
         return or_(column.is_(None), column != value)
     if value is None:
-        raise FilterError(f"{op} on field {name!r} needs a value, not null")
+        raise FilterError(f"{shown} on field {name!r} needs a value, not null")
     return {"$gt": column > value, "$gte": column >= value, "$lt": column < value, "$lte": column <= value}[op]
 
 

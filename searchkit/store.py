@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -42,12 +43,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.types import UserDefinedType
 
 from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError
 
-__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks"]
+__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks", "field_values"]
 
 _schema = MetaData()
 
@@ -78,6 +80,33 @@ chunks = Table(
 )
 
 fields = Table("fields", _schema, Column("name", String, primary_key=True))
+
+
+class _AnyValue(UserDefinedType):
+    """A column without type affinity: SQLite keeps each value's own type, so numbers
+    compare as numbers and strings as strings, exactly as in the metadata JSON."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "BLOB"
+
+
+# Metadata again, one row per (document, field), indexed by (field, value): a filter is an
+# index range scan here instead of a JSON scan of every document (0.1% of a million
+# documents is found in milliseconds).
+field_values = Table(
+    "field_values",
+    _schema,
+    Column("document_pk", Integer, ForeignKey("documents.pk", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String, nullable=False),
+    Column("value", _AnyValue()),
+    Index("field_values_lookup", "name", "value", "document_pk"),
+)
+_FIELD_VALUES_FILL = (
+    "INSERT INTO field_values (document_pk, name, value) "
+    "SELECT d.pk, j.key, j.value FROM documents AS d, json_each(d.meta) AS j"
+)
 
 # The full-text index over chunks: FTS5 (a virtual table, so declared in SQL) with BM25
 # ranking built in. It holds the same text the model embeds (title and chunk), with
@@ -151,18 +180,23 @@ class Store:
                     if conn.execute(select(state.c.value).where(state.c.key == "generation")).first() is None:
                         conn.execute(insert(state).values(key="generation", value=0))
             self.generation()
-            self._ensure_full_text()
+            self._migrate()
         except DatabaseError as exc:
             raise IndexCorruptError(f"{path} is not a readable searchkit store ({exc.orig}); rebuild the index") from exc
 
-    def _ensure_full_text(self) -> None:
-        """Create and fill the full-text index if this store predates it."""
+    def _migrate(self) -> None:
+        """Create and fill the derived tables (full-text index, field values) a store lacks."""
         with self.engine.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'")).first()
-        if not exists:
-            with self.engine.begin() as conn:
+            existing = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars())
+        if {"chunks_fts", "field_values"} <= existing:
+            return
+        with self.engine.begin() as conn:
+            if "chunks_fts" not in existing:
                 conn.execute(text(_FTS_CREATE))
                 conn.execute(text(_FTS_FILL))
+            if "field_values" not in existing:
+                field_values.create(conn)
+                conn.execute(text(_FIELD_VALUES_FILL))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -294,11 +328,14 @@ class Store:
                 new_ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars().all()
                 bodies = [embedding_input(d.title, c.text) for d, doc_chunks, _ in new for c in doc_chunks]
                 conn.execute(insert(chunks_fts), [{"rowid": i, "body": b} for i, b in zip(new_ids, bodies)])
+                self._write_fields(conn, zip(pks, (d for d, _, _ in new)))
                 for document, _, _ in new:
                     field_names.update(document.metadata)
             for pk, document in metadata_only:
                 conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
+                conn.execute(delete(field_values).where(field_values.c.document_pk == pk))
                 field_names.update(document.metadata)
+            self._write_fields(conn, metadata_only)
             self._register_fields(conn, field_names)
             generation = self._bump(conn)
         return removed, np.asarray(new_ids, dtype=np.int64), generation
@@ -322,6 +359,16 @@ class Store:
             conn.execute(delete(chunks).where(chunks.c.document_pk.in_(batch)))
             conn.execute(delete(documents).where(documents.c.pk.in_(batch)))
         return np.asarray(removed, dtype=np.int64)
+
+    @staticmethod
+    def _write_fields(conn: Any, documents_by_pk: Iterable[tuple[int, Document]]) -> None:
+        rows = [
+            {"document_pk": pk, "name": name, "value": value}
+            for pk, document in documents_by_pk
+            for name, value in document.metadata.items()
+        ]
+        if rows:
+            conn.execute(insert(field_values), rows)
 
     @staticmethod
     def _register_fields(conn: Any, names: set[str]) -> None:

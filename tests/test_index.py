@@ -275,3 +275,15 @@ def test_vectors_match_the_store(small_index: Index) -> None:
     assert sorted(ids.tolist()) == sorted(stored)
     for chunk_id in ids[:3]:
         assert np.allclose(small_index.vectors.index.reconstruct(int(chunk_id)), stored[chunk_id])
+
+
+def test_stores_without_derived_tables_are_migrated_on_open(small_index: Index, embedder) -> None:
+    from sqlalchemy import text
+
+    with small_index.store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE field_values"))
+        conn.execute(text("DROP TABLE chunks_fts"))
+    small_index.close()
+    reopened = Index.open(small_index.path, model=embedder)
+    assert [h.doc_id for h in reopened.search("pet", k=5, where={"legs": 2})] == ["parrot"]
+    assert reopened.search("lactic acid bacteria", k=1, mode="lexical")[0].doc_id == "bread"
