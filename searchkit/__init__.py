@@ -4,6 +4,7 @@ Index a folder of documents, search it by meaning, and measure how good the resu
 are. The public API is re-exported here; see the README for a tour.
 """
 
+from searchkit.cache import CachedEmbedder
 from searchkit.config import ChunkingConfig, IndexConfig, ModelIdentity, VectorConfig
 from searchkit.datasets import BeirDataset, DatasetError, DatasetProblem, load_beir
 from searchkit.document import Document, Problem
@@ -16,16 +17,24 @@ from searchkit.errors import (
     IndexNotFoundError,
     ModelMismatchError,
     QueryError,
+    ReaderError,
     SearchkitError,
 )
+from searchkit.evaluation import EvalResult, EvalSetting, evaluate_index, evaluate_open_domain, evaluate_settings
 from searchkit.index import DeleteReport, Hit, Index, IngestReport
 from searchkit.metrics import Evaluation, evaluate_run
+from searchkit.reader import Answer, Passage, Reader, SentenceReader, SpanReader, load_reader
+from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import FieldMap, SourceOptions, read_sources
+from searchkit.squad import SquadData, SquadError, load_squad
+from searchkit.training import TrainReport, train_reader
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Answer",
     "BeirDataset",
+    "CachedEmbedder",
     "ChunkingConfig",
     "ConfigError",
     "DatasetError",
@@ -33,9 +42,12 @@ __all__ = [
     "DeleteReport",
     "Document",
     "Embedder",
+    "EvalResult",
+    "EvalSetting",
     "Evaluation",
     "FieldMap",
     "FilterError",
+    "Fusion",
     "Hit",
     "Index",
     "IndexConfig",
@@ -43,16 +55,31 @@ __all__ = [
     "IndexLockedError",
     "IndexNotFoundError",
     "IngestReport",
+    "Mode",
     "ModelIdentity",
     "ModelMismatchError",
+    "Passage",
     "Problem",
     "QueryError",
+    "Reader",
+    "ReaderError",
     "SearchkitError",
+    "SentenceReader",
     "SentenceTransformerEmbedder",
     "SourceOptions",
+    "SpanReader",
+    "SquadData",
+    "SquadError",
+    "TrainReport",
     "VectorConfig",
+    "evaluate_index",
+    "evaluate_open_domain",
     "evaluate_run",
+    "evaluate_settings",
     "load_beir",
     "load_embedder",
+    "load_reader",
+    "load_squad",
     "read_sources",
+    "train_reader",
 ]
