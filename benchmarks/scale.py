@@ -67,6 +67,29 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(t)) / len(t) for f, t in zip(found, truth)]))
 
 
+def knob_sweep(index: Index, queries: np.ndarray, truth_ids: np.ndarray) -> dict[str, dict[str, float]]:
+    """Recall@10 and p50 of the vector search at other efSearch (HNSW) or nprobe (IVF) settings."""
+    vectors = index.vectors
+    if vectors.description.startswith("HNSW"):
+        knob, values, default = "ef_search", (32, 64, 256, 512), vectors.ef_search
+    elif vectors.description.startswith("IVF"):
+        knob, values, default = "nprobe", (8, 16, 64, 128), vectors.nprobe
+    else:
+        return {}
+    sweep = {}
+    for value in values:
+        setattr(vectors, knob, value)
+        latencies, found = [], np.zeros((len(queries), 10), dtype=np.int64)
+        for row, query in enumerate(queries):
+            started = time.perf_counter()
+            _, ids = vectors.search(query[None, :], 10)
+            latencies.append((time.perf_counter() - started) * 1000)
+            found[row] = ids[0]
+        sweep[f"{knob}={value}"] = {"recall@10": recall(found, truth_ids), "search_p50_ms": percentiles(latencies)[0]}
+    setattr(vectors, knob, default)
+    return sweep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
@@ -147,6 +170,7 @@ def main() -> None:
                 "recall@10": recall(np.array(got), filtered_truth[label][:100]),
                 "hits_returned_mean": float(np.mean([(g >= 0).sum() for g in got])),
             }
+        entry["knob_sweep"] = knob_sweep(index, queries, truth_ids)
         results["types"][kind] = entry
         print(kind, json.dumps(entry), flush=True)
     index.close()
@@ -175,6 +199,11 @@ def write_summary(results: dict) -> None:
             f"{r['search_p50_ms']:.2f} / {r['search_p99_ms']:.2f} | {r['end_to_end_p50_ms']:.2f} / {r['end_to_end_p99_ms']:.2f} | "
             f"{r['batch_queries_per_second']:.0f} | " + " | ".join(filtered) + " |"
         )
+    lines += ["", "Search-time knobs (vector search alone, all queries): recall@10 and p50 ms", ""]
+    for kind, r in results["types"].items():
+        if r.get("knob_sweep"):
+            cells = ", ".join(f"{name}: {v['recall@10']:.3f} / {v['search_p50_ms']:.2f}" for name, v in r["knob_sweep"].items())
+            lines.append(f"- {kind}: {cells}")
     lines += ["", f"Adding {results['count']:,} documents with their vectors (SQLite, full-text index, FAISS): "
               f"{results['ingest_seconds_with_sqlite']:.0f} s.", ""]
     (RESULTS / "scale.md").write_text("\n".join(lines))
