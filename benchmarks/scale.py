@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--types", nargs="+", default=["Flat", "HNSW32", "IVF,Flat", "IVF,SQ8", "IVF,PQ48"])
+    parser.add_argument("--name", default="scale", help="Results file name (without extension) in benchmarks/results.")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2000, DIMENSION), dtype=np.float32)
@@ -176,11 +177,11 @@ def main() -> None:
     index.close()
     shutil.rmtree(work)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_summary(results)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(summary(results))
 
 
-def write_summary(results: dict) -> None:
+def summary(results: dict) -> str:
     lines = [
         f"# Vector index types at {results['count']:,} vectors ({results['dimension']}-d, clustered), 2 cores",
         "",
@@ -206,7 +207,7 @@ def write_summary(results: dict) -> None:
             lines.append(f"- {kind}: {cells}")
     lines += ["", f"Adding {results['count']:,} documents with their vectors (SQLite, full-text index, FAISS): "
               f"{results['ingest_seconds_with_sqlite']:.0f} s.", ""]
-    (RESULTS / "scale.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,3 +14,7 @@ for query in "how does self-attention weigh words" "keeping bread dough rising" 
 done
 echo; echo "== searchkit search \"training tips\" --where 'topic=sports' --where 'year>=2018' -k 3"
 searchkit search "training tips" --index demo-index --where "topic=sports" --where "year>=2018" -k 3
+echo; echo "== searchkit search \"BM25 term saturation\" --mode hybrid -k 3"
+searchkit search "BM25 term saturation" --index demo-index --mode hybrid -k 3
+echo; echo "== searchkit ask \"When was 51 Pegasi b discovered?\" -k 2"
+searchkit ask "When was 51 Pegasi b discovered?" --index demo-index -k 2
