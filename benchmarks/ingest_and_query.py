@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "scifact")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subset", type=int, default=1500)
+    parser.add_argument("--name", default="ingest_and_query", help="Results file name (without extension) in benchmarks/results.")
     args = parser.parse_args()
 
     embedder = load_embedder()
@@ -149,12 +150,12 @@ def main() -> None:
         "peak_rss_mb": {"after_ingest": rss_after_ingest, "end": peak_rss_mb()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest_and_query.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_summary(results)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(summary(results))
     print(json.dumps(results, indent=2))
 
 
-def write_summary(r: dict) -> None:
+def summary(r: dict) -> str:
     s, f, q = r["ingest_subset"], r["ingest_full"], r["query_ms"]
     lines = [
         f"# Ingest and query on {r['dataset']} ({r['machine']['cpus']} CPUs)",
@@ -184,7 +185,7 @@ def write_summary(r: dict) -> None:
         f"Peak resident memory: {r['peak_rss_mb']['after_ingest']:.0f} MB after ingest, {r['peak_rss_mb']['end']:.0f} MB at the end.",
         "",
     ]
-    (RESULTS / "ingest_and_query.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
