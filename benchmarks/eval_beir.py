@@ -54,6 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     embedder = load_embedder() if args.no_cache else CachedEmbedder(load_embedder())
+    previous = json.loads((RESULTS / "eval_beir.json").read_text()) if (RESULTS / "eval_beir.json").exists() else {}
     results: dict[str, dict] = {}
     for name in args.datasets:
         dataset = load_beir(DATASETS / name)
@@ -68,7 +69,8 @@ def main() -> None:
             "queries": len(dataset.queries),
             "dataset_problems": len(dataset.problems),
             "reference_ndcg@10": REFERENCE.get(name, ""),
-            "ingest": None if ingest is None else {
+            # A reused index keeps the ingest figures of the run that built it.
+            "ingest": previous.get(name, {}).get("ingest") if ingest is None else {
                 "documents": ingest.added, "chunks": ingest.chunks_added, "seconds": ingest.seconds,
                 "embedding_chunks_per_second": ingest.chunks_per_second,
                 "embedded_fresh": getattr(embedder, "misses", None),

@@ -19,7 +19,7 @@ import typer
 from searchkit.config import ChunkingConfig
 from searchkit.datasets import load_beir
 from searchkit.errors import ConfigError, SearchkitError
-from searchkit.embedding import load_embedder
+from searchkit.embedding import Embedder, load_embedder
 from searchkit.evaluation import (
     EvalSetting,
     evaluate_open_domain,
@@ -30,7 +30,7 @@ from searchkit.evaluation import (
 )
 from searchkit.filters import parse_conditions
 from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
-from searchkit.reader import ANSWER_MARKERS, load_reader
+from searchkit.reader import ANSWER_MARKERS, Reader, load_reader
 from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import FieldMap, SourceOptions, read_sources
 from searchkit.squad import load_squad, paragraph_documents, read_gold
@@ -190,12 +190,16 @@ def print_hit(hit: Hit, width: int = 300) -> None:
     typer.secho(f"    {'  '.join(details)}", dim=True)
 
 
-def use_reader(index: Index, spec: str | None) -> None:
-    """Give ``index`` the reader named by ``spec``, saying so in one line when it falls back."""
-    reader, notice = load_reader(spec, index.embedder)
+def choose_reader(spec: str | None, embedder: Embedder) -> Reader:
+    """The reader named by ``spec``, saying so in one line when it falls back to the default."""
+    reader, notice = load_reader(spec, embedder)
     if notice:
         typer.secho(f"notice: {notice}", err=True, fg=typer.colors.YELLOW)
-    index.reader = reader
+    return reader
+
+
+def use_reader(index: Index, spec: str | None) -> None:
+    index.reader = choose_reader(spec, index.embedder)
 
 
 @app.command("ask")
@@ -285,9 +289,7 @@ def eval_qa_command(
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
     embedder = load_embedder()
-    chosen, notice = load_reader(reader, embedder)
-    if notice:
-        typer.secho(f"notice: {notice}", err=True, fg=typer.colors.YELLOW)
+    chosen = choose_reader(reader, embedder)
     gold = read_gold(chosen, data, progress=not as_json)
     result: dict[str, Any] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
     if index is not None:
