@@ -36,7 +36,11 @@ class Document:
     """One document to index: a stable id, its text, an optional title and metadata.
 
     ``origin`` says where it was read from (path and line) so later failures, such as a
-    document too large to index, can be reported at their source.
+    document too large to index, can be reported at their source. ``source`` is the
+    stable key of the file it came from (see :func:`searchkit.sources.source_key`), the
+    same however the path was spelled, so an ingest can tell which stored documents a
+    file or folder accounts for and prune the ones that are gone; documents built in
+    Python have none. It comes last so positional construction keeps working.
     """
 
     id: str
@@ -44,6 +48,7 @@ class Document:
     title: str = ""
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
     origin: str = ""
+    source: str = ""
 
     def validate(self, max_chars: int) -> str | None:
         """The reason this document cannot be indexed, or None if it can."""

@@ -9,6 +9,11 @@ import pytest
 from searchkit import Document, FieldMap, Problem, SourceOptions, read_sources
 
 
+def key(path: Path) -> str:
+    """The stable name of a path outside the working directory: absolute, symlinks resolved."""
+    return Path(os.path.realpath(path)).as_posix()
+
+
 def read(*paths: str | Path, **options: object) -> tuple[list[Document], list[Problem]]:
     items = list(read_sources(paths, SourceOptions(**options)))
     assert all(isinstance(item, (Document, Problem)) for item in items)
@@ -57,9 +62,9 @@ def test_directory_is_read_recursively_files_before_subfolders(tree: Path, tmp_p
     assert by_id["c1"].origin == "docs/sub/deeper/c.jsonl:1"
 
 
-def test_ids_join_the_path_as_given_with_the_relative_path(tree: Path) -> None:
+def test_ids_outside_the_working_directory_are_absolute(tree: Path) -> None:
     docs, _ = read(tree / "sub")
-    assert [d.id for d in docs] == [f"{tree.as_posix()}/sub/b.txt", f"{tree.as_posix()}/sub/notes.markdown", "c1"]
+    assert [d.id for d in docs] == [f"{key(tree)}/sub/b.txt", f"{key(tree)}/sub/notes.markdown", "c1"]
 
 
 def test_hidden_files_and_folders_are_skipped_by_default_only(tree: Path) -> None:
@@ -76,7 +81,7 @@ def test_include_and_exclude_globs_apply_to_files_and_folders(tree: Path) -> Non
     docs, _ = read(tree, exclude=(".*", "sub"))
     assert [Path(d.id).name for d in docs] == ["a.txt", "z.md"]
     docs, _ = read(tree, include=("*.jsonl", "*.markdown"), exclude=(".*", "deeper"))
-    assert [d.id for d in docs] == [f"{tree.as_posix()}/sub/notes.markdown"]
+    assert [d.id for d in docs] == [f"{key(tree)}/sub/notes.markdown"]
     # a file matched by include but given explicitly is read whatever the globs say
     docs, _ = read(tree / ".hidden.txt")
     assert docs[0].text == "hidden file"
@@ -93,7 +98,7 @@ def test_a_directory_named_like_a_file_is_walked_not_read(tmp_path: Path) -> Non
     docs, problems = read(tmp_path / "x.txt")
     assert problems == [] and [d.text for d in docs] == ["inside"]
     docs, problems = read(tmp_path)
-    assert problems == [] and [d.id for d in docs] == [f"{tmp_path.as_posix()}/x.txt/inner.txt"]
+    assert problems == [] and [d.id for d in docs] == [f"{key(tmp_path)}/x.txt/inner.txt"]
 
 
 # Text and markdown
@@ -102,11 +107,12 @@ def test_a_directory_named_like_a_file_is_walked_not_read(tmp_path: Path) -> Non
 def test_txt_has_no_title_and_format_metadata(tree: Path) -> None:
     (doc,), _ = read(tree / "a.txt")
     assert doc == Document(
-        id=(tree / "a.txt").as_posix(),
+        id=key(tree / "a.txt"),
         text="Plain text.\n# not a title in a txt file\n",
         title="",
         metadata={"format": "txt"},
-        origin=(tree / "a.txt").as_posix(),
+        origin=key(tree / "a.txt"),
+        source=key(tree / "a.txt"),
     )
 
 
@@ -139,12 +145,13 @@ def test_jsonl_default_field_mapping(tmp_path: Path) -> None:
     ) + "\n   \n")
     docs, problems = read(path)
     assert problems == []
-    where = path.as_posix()
+    where = key(path)
     assert docs[0] == Document(
         id="a1", text="first", title="Alpha",
         metadata={"lang": "en", "year": 2020, "ids": "[1, 2]", "score": 1.5, "ok": True, "gone": None,
                   "tags": '["x", "y"]', "where": '{"city": "Oslo"}'},
         origin=f"{where}:1",
+        source=where,
     )
     assert (docs[1].id, docs[1].title, docs[1].text, docs[1].metadata) == ("b2", "Named", "second", {})
     assert (docs[2].id, docs[2].origin, docs[2].title) == (f"{where}:3", f"{where}:3", "")
@@ -174,7 +181,7 @@ def test_explicit_field_map_replaces_the_defaults(tmp_path: Path) -> None:
     fields = FieldMap.of(id="pid", title="headline", text="body_text")
     docs, problems = read(path, fields=fields)
     assert docs[0] == Document("p1", "the body", "Head", {"id": "not-the-id", "text": "not the text"},
-                               f"{path.as_posix()}:1")
+                               f"{path.as_posix()}:1", path.as_posix())
     assert (docs[1].id, docs[1].title) == (f"{path.as_posix()}:2", "No pid")
     assert problems == [Problem(path.as_posix(), "no text field (looked for body_text; record has pid, text)", 3)]
     # a role not named keeps its defaults
@@ -229,9 +236,9 @@ def test_csv_with_header_quotes_and_id_column(tmp_path: Path) -> None:
     docs, problems = read(path)
     assert problems == []
     assert [(d.id, d.title, d.text, d.metadata) for d in docs] == [
-        ("c1", "Hello, world", 'line one\nline two, with "quotes"', {"year": "2020"}),
-        ("c2", "Plain", "simple text", {"year": "2021"}),
-        (f"{path.as_posix()}:6", "Untitled", "no id in this row", {"year": ""}),
+        ("c1", "Hello, world", 'line one\nline two, with "quotes"', {"year": 2020}),
+        ("c2", "Plain", "simple text", {"year": 2021}),
+        (f"{path.as_posix()}:6", "Untitled", "no id in this row", {"year": None}),
     ]
     assert docs[1].origin == f"{path.as_posix()}:4"
 
@@ -287,8 +294,10 @@ def test_dangling_symlink_is_a_problem_and_the_rest_is_read(tmp_path: Path) -> N
     link.symlink_to(tmp_path / "missing-target.txt")
     docs, problems = read(tmp_path)
     assert [d.text for d in docs] == ["fine"]
-    assert problems == [Problem(link.as_posix(), "cannot read file: No such file or directory")]
-    assert read(link) == ([], [Problem(str(link), "no such file or directory")])
+    # named by the link, not by the target the user never typed
+    broken = Problem(f"{key(tmp_path)}/gone.txt", f"broken symbolic link to {tmp_path / 'missing-target.txt'}")
+    assert problems == [broken]
+    assert read(link) == ([], [broken])
 
 
 @pytest.mark.parametrize("name", ["bin.txt", "bin.jsonl", "bin.csv"])
@@ -306,9 +315,18 @@ def test_invalid_utf8_in_text_file_names_the_line(tmp_path: Path, bom: bytes) ->
     assert problems == [Problem(path.as_posix(), "not valid UTF-8 (byte 0xe9)", 3)]
 
 
-def test_invalid_utf8_in_csv_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "latin.csv", b"id,text\na,caf\xc3\xa9\nb,caf\xe9\n")
-    assert read(path) == ([], [Problem(path.as_posix(), "not valid UTF-8 (byte 0xe9)", 3)])
+def test_invalid_utf8_in_csv_is_a_row_problem_on_the_line_of_the_byte(tmp_path: Path) -> None:
+    path = write(tmp_path / "latin.csv",
+                 b'id,text\na,caf\xc3\xa9\nb,caf\xe9\nc,"two\nlines \xff"\nd,after\n')
+    docs, problems = read(path)
+    assert [(d.id, d.text) for d in docs] == [("a", "caf\u00e9"), ("d", "after")]
+    assert problems == [Problem(key(path), "not valid UTF-8 (byte 0xe9)", 3),
+                        Problem(key(path), "not valid UTF-8 (byte 0xff)", 5)]
+
+
+def test_invalid_utf8_in_the_csv_header_stops_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "latin.csv", b"id,t\xe9xt\na,b\n")
+    assert read(path) == ([], [Problem(key(path), "not valid UTF-8 (byte 0xe9)", 1)])
 
 
 def test_file_over_the_size_limit_is_a_problem(tmp_path: Path) -> None:
