@@ -370,9 +370,16 @@ def _parse_date(text: str) -> str | _Invalid:
     return _INVALID
 
 
+def _guess_float(text: str) -> float | _Invalid:
+    """A whole number too long for an integer is a code (an ISBN, a card number), not an amount."""
+    if _GUESSED_INT.fullmatch(text) and _parse_int(text, _GUESSED_INT) is _INVALID:
+        return _INVALID
+    return _parse_float(text, _GUESSED_FLOAT)
+
+
 _GUESSES: dict[str, Callable[[str], MetadataValue | _Invalid]] = {
     "int": lambda text: _parse_int(text, _GUESSED_INT),
-    "float": lambda text: _parse_float(text, _GUESSED_FLOAT),
+    "float": _guess_float,
     "bool": _parse_bool,
     "date": _parse_date,
 }

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from searchkit import Document, FieldMap, Problem, SourceOptions, read_sources
+from searchkit import ConfigError, Document, FieldMap, Problem, SourceOptions, read_sources
+from searchkit.sources import Sources, source_key
 
 
 def key(path: Path) -> str:
@@ -356,3 +360,255 @@ def test_nonexistent_path_is_a_problem_and_later_paths_are_read(tmp_path: Path) 
         Problem("also/missing.txt", "no such file or directory"),
     ]
     assert str(problems[1]) == "also/missing.txt: no such file or directory"
+
+
+def test_unlistable_folder_is_a_problem_not_an_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "good.txt", "fine")
+    locked = tmp_path / "locked"
+    write(locked / "inside.txt", "unreachable")
+    scandir = os.scandir
+
+    def refusing_scandir(path):  # chmod 000 would not stop root, who runs some test machines
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing_scandir)
+    sources = Sources([tmp_path])
+    items = list(sources)
+    assert [i.text for i in items if isinstance(i, Document)] == ["fine"]
+    assert [i for i in items if isinstance(i, Problem)] == [Problem(key(locked), "cannot read folder: Permission denied")]
+    assert sources.problem_sources == {key(locked)}
+
+
+# Streaming: JSONL and CSV are read record by record, whatever their size
+
+
+def test_jsonl_and_csv_are_not_subject_to_the_file_size_limit(tmp_path: Path) -> None:
+    records = write(tmp_path / "records.jsonl", jsonl(*({"id": f"j{n}", "text": "x" * 50} for n in range(40))))
+    table = write(tmp_path / "table.csv", "id,text\n" + "".join(f"c{n},{'y' * 50}\n" for n in range(40)))
+    docs, problems = read(records, table, max_file_bytes=1000)
+    assert problems == [] and len(docs) == 80
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_reading_memory_does_not_grow_with_the_file_size(tmp_path: Path, suffix: str) -> None:
+    def write_records(path: Path, count: int) -> Path:
+        text = "words of a moderately long record " * 20
+        with path.open("w", encoding="utf-8") as file:
+            if suffix == ".csv":
+                file.write("id,text,year\n")
+                file.writelines(f"d{n},{text},{1990 + n % 30}\n" for n in range(count))
+            else:
+                file.writelines(json.dumps({"id": f"d{n}", "text": text, "year": 1990 + n % 30}) + "\n"
+                                for n in range(count))
+        return path
+
+    def peak_bytes(path: Path) -> int:
+        tracemalloc.start()
+        try:
+            count = sum(isinstance(item, Document) for item in Sources([path]))
+            return tracemalloc.get_traced_memory()[1] if count else -1
+        finally:
+            tracemalloc.stop()
+
+    small = peak_bytes(write_records(tmp_path / f"small{suffix}", 300))
+    big_path = write_records(tmp_path / f"big{suffix}", 6000)
+    assert big_path.stat().st_size > 4_000_000
+    big = peak_bytes(big_path)
+    # Reading the whole file would need at least its size; a stream needs one record's worth.
+    assert 0 < big < small + 256 * 1024
+    assert big < big_path.stat().st_size / 8
+
+
+# Typed CSV metadata
+
+
+def test_csv_columns_get_the_type_all_their_values_share(tmp_path: Path) -> None:
+    path = write(tmp_path / "typed.csv",
+                 "id,text,year,score,open,published,stamp,zip,mixed,blank\n"
+                 "007,first,1990,1.5,true,2019-01-31,2020-05-01T10:30:00,02134,12,\n"
+                 "8,second,2019,-2,FALSE,2020-02-29,2020-05-01 11:00Z,10001,n/a,\n"
+                 "9,third,2021,,True,,,,3.5,  \n")
+    docs, problems = read(path)
+    assert problems == []
+    assert [d.id for d in docs] == ["007", "8", "9"]  # ids are never converted
+    assert [d.metadata for d in docs] == [
+        {"year": 1990, "score": 1.5, "open": True, "published": "2019-01-31", "stamp": "2020-05-01T10:30:00",
+         "zip": "02134", "mixed": "12", "blank": None},
+        {"year": 2019, "score": -2.0, "open": False, "published": "2020-02-29", "stamp": "2020-05-01T11:00:00+00:00",
+         "zip": "10001", "mixed": "n/a", "blank": None},
+        {"year": 2021, "score": None, "open": True, "published": None, "stamp": None,
+         "zip": None, "mixed": "3.5", "blank": None},
+    ]
+    assert all(type(d.metadata["year"]) is int for d in docs)
+    assert type(docs[1].metadata["score"]) is float
+
+
+def test_csv_values_that_only_look_typed_stay_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "texty.csv",
+                 "id,title,text,date,huge,nan,yes\n"
+                 "1,2020,3,2020-13-45,99999999999999999999,nan,yes\n"
+                 "2,1999,4,2020-01-01,1,1,no\n")
+    docs, problems = read(path)
+    assert problems == []
+    # title and text columns keep their text; an impossible date, a number SQLite cannot hold,
+    # nan and yes/no do not make a column typed
+    assert [(d.title, d.text) for d in docs] == [("2020", "3"), ("1999", "4")]
+    assert docs[0].metadata == {"date": "2020-13-45", "huge": "99999999999999999999", "nan": "nan", "yes": "yes"}
+
+
+def test_csv_types_override_the_guess(tmp_path: Path) -> None:
+    path = write(tmp_path / "forced.csv",
+                 "id,text,zip,year,rate\n"
+                 "a,one,02134,2020,1\n"
+                 "b,two,10001,2021,2\n")
+    docs, problems = read(path, csv_types={"zip": "int", "year": "str", "rate": "float", "absent": "bool"})
+    assert problems == []
+    assert [d.metadata for d in docs] == [
+        {"zip": 2134, "year": "2020", "rate": 1.0},
+        {"zip": 10001, "year": "2021", "rate": 2.0},
+    ]
+
+
+def test_values_that_do_not_parse_under_a_forced_type_are_row_problems(tmp_path: Path) -> None:
+    path = write(tmp_path / "forced.csv",
+                 "id,text,year,open,when\n"
+                 "a,one,2020,true,2020-01-01\n"
+                 "b,two,soon,true,2020-01-01\n"
+                 "c,three,2021,maybe,2020-01-01\n"
+                 "d,four,2022,false,yesterday\n"
+                 "e,five,,,\n")
+    docs, problems = read(path, csv_types={"year": "int", "open": "bool", "when": "date"})
+    where = key(path)
+    assert [(d.id, d.metadata) for d in docs] == [
+        ("a", {"year": 2020, "open": True, "when": "2020-01-01"}),
+        ("e", {"year": None, "open": None, "when": None}),
+    ]
+    assert problems == [
+        Problem(where, "column 'year': 'soon' is not an integer", 3),
+        Problem(where, "column 'open': 'maybe' is not true or false", 4),
+        Problem(where, "column 'when': 'yesterday' is not an ISO date (YYYY-MM-DD) or datetime", 5),
+    ]
+
+
+def test_unknown_csv_type_is_a_config_error_naming_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"year='integer'.*int, float, bool, date, str"):
+        SourceOptions(csv_types={"year": "integer", "title": "str"})
+
+
+# Stable ids and sources
+
+
+def test_one_file_has_one_id_however_its_path_is_spelled(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "docs" / "a.md", "# A\ntext")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["docs/a.md", "./docs/a.md", str(tmp_path / "docs" / "a.md"), "docs/../docs/a.md", "docs"]
+    docs, problems = read(*spellings)
+    assert problems == []
+    assert {(d.id, d.origin, d.source) for d in docs} == {("docs/a.md", "docs/a.md", "docs/a.md")}
+    assert len(docs) == len(spellings)
+
+
+def test_a_symlink_has_the_id_of_its_target(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "real" / "a.txt", "text")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real" / "a.txt")
+    monkeypatch.chdir(tmp_path)
+    docs, _ = read("link.txt", "real/a.txt")
+    assert [d.id for d in docs] == ["real/a.txt", "real/a.txt"]
+
+
+def test_id_root_sets_what_ids_are_relative_to(tmp_path: Path) -> None:
+    inside = write(tmp_path / "corpus" / "sub" / "a.txt", "text")
+    outside = write(tmp_path / "elsewhere" / "b.txt", "text")
+    records = write(tmp_path / "corpus" / "r.jsonl", '{"text": "no id"}\n{"text": "bad", "id": \n')
+    docs, problems = read(inside, outside, records, id_root=tmp_path / "corpus")
+    assert [(d.id, d.source, d.origin) for d in docs] == [
+        ("sub/a.txt", "sub/a.txt", "sub/a.txt"),
+        (key(outside), key(outside), key(outside)),
+        ("r.jsonl:1", "r.jsonl", "r.jsonl:1"),
+    ]
+    assert [(p.where, p.line) for p in problems] == [("r.jsonl", 2)]
+
+
+def test_source_key_names_files_and_folders(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "docs" / "a.md", "text")
+    monkeypatch.chdir(tmp_path)
+    assert source_key("docs") == source_key("./docs/") == source_key(tmp_path / "docs") == "docs"
+    assert source_key("docs/a.md") == "docs/a.md"
+    assert source_key("not/yet/there.txt") == "not/yet/there.txt"
+    assert source_key(".") == "."
+    assert source_key(tmp_path / "docs" / "a.md", id_root=tmp_path / "docs") == "a.md"
+    assert source_key(tmp_path / "docs", id_root=tmp_path / "other") == key(tmp_path / "docs")
+
+
+def test_records_carry_the_source_of_their_file(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "data" / "r.jsonl", jsonl({"id": "j", "text": "json"}))
+    write(tmp_path / "data" / "t.csv", "id,text\nc,csv\n")
+    monkeypatch.chdir(tmp_path)
+    docs, _ = read("./data")
+    assert [(d.id, d.source, d.origin) for d in docs] == [
+        ("j", "data/r.jsonl", "data/r.jsonl:1"),
+        ("c", "data/t.csv", "data/t.csv:2"),
+    ]
+
+
+def test_documents_built_in_python_have_no_source() -> None:
+    doc = Document("x", "text", "title", {"k": 1}, "here")
+    assert (doc.origin, doc.source) == ("here", "")
+
+
+# Sources: what was skipped, what had problems, how much there is
+
+
+def test_files_skipped_for_their_type_are_counted_by_suffix(tree: Path) -> None:
+    write(tree / "img" / "a.png", b"\x89PNG")
+    write(tree / "img" / "B.PNG", b"\x89PNG")
+    write(tree / "data.json", "{}")
+    write(tree / "Makefile", "all:")
+    write(tree / ".DS_Store", b"\x00")
+    sources = Sources([tree])
+    docs = [item for item in sources if isinstance(item, Document)]
+    assert len(docs) == 5
+    # hidden files and folders (.hidden.txt, .git/, .DS_Store) are excluded on purpose, not counted
+    assert sources.skipped_files == Counter({".png": 2, ".pdf": 1, ".log": 1, ".json": 1, "(none)": 1})
+    assert list(read_sources([tree])) == list(sources)
+    assert Sources([tree], SourceOptions(include=("*.md",))).skipped_files == Counter()
+
+
+def test_problem_sources_name_the_files_that_had_a_problem(tmp_path: Path, monkeypatch) -> None:
+    write(tmp_path / "good.jsonl", jsonl({"id": "g", "text": "fine"}))
+    write(tmp_path / "bad.jsonl", jsonl({"id": "b", "text": "fine"}) + "not json\n")
+    write(tmp_path / "sub" / "bad.csv", "id,text\nx\n")
+    write(tmp_path / "sub" / "ok.md", "fine")
+    monkeypatch.chdir(tmp_path)
+    sources = Sources([".", "missing.txt"])
+    items = list(sources)
+    assert sorted(d.id for d in items if isinstance(d, Document)) == ["b", "g", "sub/ok.md"]
+    assert sources.problem_sources == {"bad.jsonl", "sub/bad.csv", "missing.txt"}
+    write(tmp_path / "bad.jsonl", jsonl({"id": "b", "text": "fixed"}))
+    list(sources)  # each pass starts afresh
+    assert sources.problem_sources == {"sub/bad.csv", "missing.txt"}
+
+
+def test_estimate_counts_text_files_and_records(tmp_path: Path) -> None:
+    write(tmp_path / "a.md", "one")
+    write(tmp_path / "sub" / "b.txt", "two")
+    write(tmp_path / "r.jsonl", jsonl(*({"text": str(n)} for n in range(5))))
+    write(tmp_path / "no-final-newline.jsonl", '{"text": "a"}\n{"text": "b"}')
+    write(tmp_path / "t.csv", "id,text\n1,a\n2,b\n3,c\n")
+    write(tmp_path / "skipped.png", b"\x89PNG\n\n\n")
+    sources = Sources([tmp_path, tmp_path / "a.md"])
+    assert sources.estimate() == 2 + 5 + 2 + 3 + 1
+    assert sources.estimate() == sum(isinstance(item, Document) for item in sources)
+
+
+def test_estimate_is_cheap_on_a_large_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    with path.open("wb") as file:
+        block = b'{"text": "' + b"x" * 88 + b'"}\n'
+        for _ in range(100):
+            file.write(block * 10_000)  # 100 MB in all
+    started = time.perf_counter()
+    assert Sources([path]).estimate() == 1_000_000
+    assert time.perf_counter() - started < 1.0
