@@ -3,17 +3,25 @@
 The :class:`Embedder` protocol is what the rest of searchkit depends on: an identity
 (recorded in the manifest so a different model is caught on open), a tokenizer view for
 token-aware chunking, and batched encoding to unit-length float32 vectors.
+
+Opening an index only needs the identity, so :class:`SentenceTransformerEmbedder` reads
+it from the model folder's files (the weights' sha256 and the configs' sizes) and loads
+torch and the model on the first ``encode``. The weights' hash is remembered per weight
+file (path, size, modification time) in ``models.json`` in the searchkit cache folder,
+so a command that does not embed neither hashes 90 MB nor imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,13 +33,24 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "resolve_model",
     "load_embedder",
+    "model_folder",
+    "weights_sha256",
     "BUNDLED_MODEL_NAMES",
+    "MODEL_CACHE_FILE",
 ]
 
 BUNDLED_MODEL_NAMES = frozenset(
     {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}", DEFAULT_MODEL.lower()}
 )
+MODEL_CACHE_FILE = "models.json"
+_CACHE_VERSION = 1
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_EXPORT_FOLDERS = frozenset({"onnx", "openvino"})
+# Pooling modes of sentence-transformers; the pooled vector concatenates every mode switched on.
+_POOLING_MODES = (
+    "pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken",
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +101,29 @@ def _canonical_name(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def _hash_weight_files(folder: Path) -> str | None:
-    """sha256 over the weight files of a model folder, or None if it has none."""
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and "onnx" not in p.parts
-        and "openvino" not in p.parts
-    )
-    if not files:
+def model_folder(location: str) -> Path | None:
+    """The folder holding a model's files: ``location`` itself, or its copy in the hub cache."""
+    folder = Path(location)
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(location, local_files_only=True))
+    except Exception:  # not a valid hub name, or not downloaded: there is no folder
         return None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weight files of a model folder, in a fixed order; exported copies (ONNX, OpenVINO) are not weights."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not _EXPORT_FOLDERS & set(p.relative_to(folder).parts)
+    )
+
+
+def _hash_files(folder: Path, files: Sequence[Path]) -> str:
+    """sha256 over the files' bytes; with several files, each is preceded by its path in the folder."""
     digest = hashlib.sha256()
     for path in files:
         if len(files) > 1:
@@ -101,58 +134,184 @@ def _hash_weight_files(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
-class SentenceTransformerEmbedder:
-    """An :class:`Embedder` over any sentence-transformers model.
+def weights_sha256(folder: Path) -> str:
+    """sha256 of a model folder's weight files, the fingerprint recorded in every manifest.
 
-    Vectors are always normalised to unit length, so inner product is cosine whatever
-    the model's own pooling does.
+    Always the files' bytes, never the loaded tensors, so every environment computes the
+    same value for the same download. A folder without weight files is a :class:`ConfigError`.
+    """
+    files = _weight_files(folder)
+    if not files:
+        raise ConfigError(
+            f"the model in {folder} has no weight files (*.safetensors or *.bin) on disk, and searchkit "
+            "fingerprints a model by them; save it with SentenceTransformer.save(FOLDER) and use --model FOLDER"
+        )
+    return _hash_files(folder, files)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _shape_from_files(folder: Path) -> tuple[int, int] | None:
+    """(dimension, max_seq_length) as sentence-transformers will build them, read from the config files.
+
+    Only the usual module stack (Transformer, Pooling, Dense, Normalize) is understood;
+    anything else returns None and the caller asks the loaded model instead.
+    """
+    modules = _read_json(folder / "modules.json")
+    if not isinstance(modules, list) or not modules:
+        return None
+    dimension: int | None = None
+    max_seq_length: int | None = None
+    for module in modules:
+        if not isinstance(module, dict):
+            return None
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        config = _read_json(folder / str(module.get("path", "")) / ("sentence_bert_config.json" if kind == "Transformer" else "config.json"))
+        if kind == "Transformer" and isinstance(config, dict):
+            max_seq_length = config.get("max_seq_length")
+            hidden = _read_json(folder / str(module.get("path", "")) / "config.json")
+            dimension = hidden.get("hidden_size") if isinstance(hidden, dict) else None
+        elif kind == "Pooling" and isinstance(config, dict):
+            modes = sum(bool(config.get(mode)) for mode in _POOLING_MODES)
+            width = config.get("word_embedding_dimension")
+            dimension = width * modes if isinstance(width, int) and modes else None
+        elif kind == "Dense" and isinstance(config, dict):
+            dimension = config.get("out_features")
+        elif kind != "Normalize":
+            return None
+    if isinstance(dimension, int) and isinstance(max_seq_length, int) and dimension > 0:
+        return dimension, max_seq_length
+    return None
+
+
+def _stamps(folder: Path) -> list[list[Any]]:
+    """(resolved path, size, mtime_ns) of the files an identity is read from: weights and configs."""
+    files = _weight_files(folder) + sorted(folder.glob("*.json")) + sorted(folder.glob("*/config.json"))
+    stamps = []
+    for path in files:
+        resolved = path.resolve()
+        stat = resolved.stat()
+        stamps.append([str(resolved), stat.st_size, stat.st_mtime_ns])
+    return stamps
+
+
+class _ModelCache:
+    """``models.json`` in the searchkit cache folder: folder -> file stamps, weights hash and shape.
+
+    An entry counts only while every stamped file is unchanged. The file is replaced
+    atomically; an unreadable one is ignored and rewritten, an unwritable folder only
+    costs the next run a re-hash.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu") -> None:
-        self.name = _canonical_name(model)
-        self._location = resolve_model(model)
-        try:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as transformers_logging
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            from searchkit.cache import default_cache_dir  # cache.py imports this module
 
-            transformers_logging.disable_progress_bar()
-            self._model = SentenceTransformer(self._location, device=device)
-        except Exception as exc:  # sentence-transformers raises many kinds
-            raise ConfigError(
-                f"cannot load embedding model {model!r} ({type(exc).__name__}: {exc}); "
-                "give a sentence-transformers model name or a local model folder"
-            ) from exc
-        self.tokenizer = self._model.tokenizer
+            path = default_cache_dir() / MODEL_CACHE_FILE
+        self.path = path
+
+    def _entries(self) -> dict[str, Any]:
+        data = _read_json(self.path)
+        if isinstance(data, dict) and data.get("version") == _CACHE_VERSION and isinstance(data.get("models"), dict):
+            return data["models"]
+        return {}
+
+    def get(self, folder: Path, stamps: list[list[Any]]) -> dict[str, Any] | None:
+        entry = self._entries().get(str(folder.resolve()))
+        if isinstance(entry, dict) and entry.get("stamps") == stamps:
+            return entry
+        return None
+
+    def put(self, folder: Path, entry: dict[str, Any]) -> None:
+        entries = self._entries()
+        entries[str(folder.resolve())] = entry
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".models-", suffix=".json", dir=self.path.parent)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump({"version": _CACHE_VERSION, "models": entries}, out, indent=1)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            log.debug("cannot write the model cache %s: %s", self.path, exc)
+
+
+class SentenceTransformerEmbedder:
+    """An :class:`Embedder` over any sentence-transformers model, loaded on first use.
+
+    ``identity`` comes from the model's files, so opening an index, ``info`` and lexical
+    search never import torch; ``encode``, ``token_offsets`` and ``tokenizer`` load the
+    model. Vectors are always normalised to unit length, so inner product is cosine
+    whatever the model's own pooling does.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu", cache: _ModelCache | None = None) -> None:
+        self.name = _canonical_name(model)
+        self._spec = model
+        self._location = resolve_model(model)
+        self._device = device
+        self._cache = cache
+        self._model: Any = None
         self.encode_calls = 0
         self.texts_encoded = 0
 
+    @property
+    def model(self) -> Any:
+        """The ``SentenceTransformer``, loaded (and torch imported) the first time it is needed."""
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
+                self._model = SentenceTransformer(self._location, device=self._device)
+            except Exception as exc:  # sentence-transformers raises many kinds
+                raise ConfigError(
+                    f"cannot load embedding model {self._spec!r} ({type(exc).__name__}: {exc}); "
+                    "give a sentence-transformers model name or a local model folder"
+                ) from exc
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
     @cached_property
     def identity(self) -> ModelIdentity:
+        folder = model_folder(self._location)
+        if folder is None:  # a hub name not downloaded yet: loading fetches it (when online)
+            self.model
+            folder = model_folder(self._location)
+        if folder is None:
+            raise ConfigError(
+                f"embedding model {self._spec!r} has no files on disk to fingerprint; "
+                "save it with SentenceTransformer.save(FOLDER) and use --model FOLDER"
+            )
+        cache = self._cache or _ModelCache()
+        stamps = _stamps(folder)
+        entry = cache.get(folder, stamps)
+        if entry is None:
+            shape = _shape_from_files(folder) or (self.model.get_embedding_dimension(), self.model.max_seq_length)
+            entry = {
+                "stamps": stamps, "weights_sha256": weights_sha256(folder),
+                "dimension": int(shape[0]), "max_seq_length": int(shape[1]),
+            }
+            cache.put(folder, entry)
         return ModelIdentity(
             name=self.name,
-            weights_sha256=self._weights_sha256(),
-            dimension=int(self._model.get_embedding_dimension()),
+            weights_sha256=entry["weights_sha256"],
+            dimension=entry["dimension"],
             normalize=True,
-            max_seq_length=int(self._model.max_seq_length),
+            max_seq_length=entry["max_seq_length"],
         )
-
-    def _weights_sha256(self) -> str:
-        folder = Path(self._location)
-        if not folder.is_dir():
-            try:
-                from huggingface_hub import snapshot_download
-
-                folder = Path(snapshot_download(self._location, local_files_only=True))
-            except Exception:  # not in the local cache: hash the tensors instead
-                folder = None
-        digest = _hash_weight_files(folder) if folder else None
-        if digest is None:
-            hasher = hashlib.sha256()
-            for key, tensor in sorted(self._model.state_dict().items()):
-                hasher.update(key.encode())
-                hasher.update(tensor.detach().cpu().numpy().tobytes())
-            digest = hasher.hexdigest()
-        return digest
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         encoded = self.tokenizer(
@@ -172,7 +331,7 @@ class SentenceTransformerEmbedder:
         self.texts_encoded += len(texts)
         if not texts:
             return np.zeros((0, self.identity.dimension), dtype=np.float32)
-        vectors = self._model.encode(
+        vectors = self.model.encode(
             list(texts),
             batch_size=batch_size,
             show_progress_bar=show_progress,
@@ -183,5 +342,5 @@ class SentenceTransformerEmbedder:
 
 
 def load_embedder(model: str = DEFAULT_MODEL, *, device: str | None = None) -> SentenceTransformerEmbedder:
-    """Load a sentence-transformers embedder; ``SEARCHKIT_DEVICE`` overrides the CPU default."""
+    """A sentence-transformers embedder, loaded lazily; ``SEARCHKIT_DEVICE`` overrides the CPU default."""
     return SentenceTransformerEmbedder(model, device=device or os.environ.get("SEARCHKIT_DEVICE", "cpu"))
