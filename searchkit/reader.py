@@ -43,6 +43,7 @@ __all__ = [
     "decode_spans",
     "load_qa_model",
     "load_reader",
+    "looks_like_path",
     "rerank_hits",
     "split_sentences",
     "ANSWER_MARKERS",
@@ -533,7 +534,8 @@ def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | Non
     """The reader named by ``spec``, and a one-line notice when it had to fall back.
 
     ``None``, ``""``, ``"default"`` and ``"sentence"`` give the :class:`SentenceReader`.
-    An existing folder (or a bundled model name) must be a QA model: anything else is a
+    An existing folder (or a bundled model name) must be a QA model, and a spec written
+    as a path (see :func:`looks_like_path`) must exist: anything else is a
     :class:`ReaderError`, since the user pointed at it on purpose. Any other string is
     tried as a hub name; when it cannot be loaded (typically offline) the default reader
     is used and the notice says why, so ``ask`` still answers.
@@ -542,12 +544,29 @@ def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | Non
         return SentenceReader(embedder), None
     if Path(spec).expanduser().exists() or Path(resolve_model(spec)).exists():
         return SpanReader(spec), None
+    if looks_like_path(spec):
+        raise ReaderError(f"reader folder {spec} does not exist; give a folder written by train-reader")
     try:
         return SpanReader(spec), None
     except ReaderError as exc:
         reason = _first_line(exc.__cause__) if exc.__cause__ else str(exc)
         notice = f"reader {spec!r} is not available ({reason}); using the default sentence reader"
         return SentenceReader(embedder), notice
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is written as a file-system path rather than a hub name.
+
+    Absolute paths, paths starting with ``.`` or ``~``, backslashes, and more than one
+    ``/`` are paths; a single ``/`` is how hub names read (``org/model``), so a relative
+    ``folder/reader`` that does not exist is tried on the hub.
+    """
+    return (
+        Path(spec).is_absolute()
+        or spec.startswith((".", "~"))
+        or "\\" in spec
+        or spec.count("/") > 1
+    )
 
 
 # Reranking

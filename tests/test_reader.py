@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from searchkit.reader import (
     SpanReader,
     decode_spans,
     load_reader,
+    looks_like_path,
     rerank_hits,
     split_sentences,
 )
@@ -239,6 +241,20 @@ def test_load_reader_falls_back_when_a_hub_model_is_unavailable(embedder) -> Non
     assert notice.startswith("reader 'no-such-org/no-such-qa-model' is not available (")
     assert notice.endswith("using the default sentence reader")
     assert "\n" not in notice
+
+
+@pytest.mark.parametrize("spec", ["/no/such/reader", "./no-such-reader", "~/no-such-reader", "runs/2024/reader"])
+def test_load_reader_refuses_a_missing_path_naming_it(spec: str, embedder) -> None:
+    with pytest.raises(ReaderError, match=f"reader folder {re.escape(spec)} does not exist"):
+        load_reader(spec, embedder)
+
+
+@pytest.mark.parametrize(("spec", "is_path"), [
+    ("/abs/reader", True), ("./reader", True), ("../reader", True), ("~/reader", True), ("a/b/c", True),
+    ("C:\\readers\\mine", True), ("org/model", False), ("distilbert-base-cased-distilled-squad", False),
+])
+def test_looks_like_path(spec: str, is_path: bool) -> None:
+    assert looks_like_path(spec) is is_path
 
 
 def test_load_reader_refuses_folders_that_are_not_qa_models(tmp_path: Path, embedder) -> None:
