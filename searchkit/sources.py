@@ -114,7 +114,8 @@ class Sources:
     """
 
     def __init__(self, paths: Iterable[str | Path], options: SourceOptions = SourceOptions()) -> None:
-        self.paths = [Path(path) for path in paths]
+        # One path alone is taken as one path, not as the characters of its name.
+        self.paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
         self.options = options
         # Fixed now, so a later chdir cannot give one file two ids within a run.
         self.id_root = Path(os.path.realpath(options.id_root if options.id_root is not None else os.getcwd()))

@@ -612,3 +612,8 @@ def test_estimate_is_cheap_on_a_large_file(tmp_path: Path) -> None:
     started = time.perf_counter()
     assert Sources([path]).estimate() == 1_000_000
     assert time.perf_counter() - started < 1.0
+
+
+def test_one_path_alone_is_one_path(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.txt", "text")
+    assert [d.text for d in Sources(path)] == [d.text for d in Sources(str(path))] == ["text"]
