@@ -1,8 +1,11 @@
 """searchkit: local-first semantic search.
 
 Index a folder of documents, search it by meaning, and measure how good the results
-are. The public API is re-exported here; see the README for a tour.
+are. The public API is re-exported here; see the README for a tour. Importing it loads
+no model and no torch: embedders load their model on first use.
 """
+
+from importlib.metadata import PackageNotFoundError, version
 
 from searchkit.cache import CachedEmbedder
 from searchkit.config import ChunkingConfig, IndexConfig, ModelIdentity, VectorConfig
@@ -25,11 +28,14 @@ from searchkit.index import DeleteReport, Hit, Index, IngestReport
 from searchkit.metrics import Evaluation, evaluate_run
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, SpanReader, load_reader
 from searchkit.retrieval import Fusion, Mode
-from searchkit.sources import FieldMap, SourceOptions, read_sources
+from searchkit.sources import FieldMap, SourceOptions, Sources, read_sources
 from searchkit.squad import SquadData, SquadError, load_squad
 from searchkit.training import TrainReport, train_reader
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("searchkit")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Answer",
@@ -67,6 +73,7 @@ __all__ = [
     "SentenceReader",
     "SentenceTransformerEmbedder",
     "SourceOptions",
+    "Sources",
     "SpanReader",
     "SquadData",
     "SquadError",

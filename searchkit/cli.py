@@ -3,23 +3,32 @@
 Each command parses its options, calls one library function and prints the result.
 Errors a user can fix print one line on stderr and exit with status 2; an ingest that
 skipped some inputs exits with status 1 after listing them.
+
+Commands that do not embed (``info``, ``delete``, ``reindex``, ``search --mode lexical``,
+``--help``) never import torch: the embedder reads the model's identity from its files
+and loads the model on first use. Text read from an index is printed through
+:func:`printable`, so a document cannot drive the terminal with escape sequences;
+``--json`` output is exact.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
+from searchkit import __version__
 from searchkit.config import ChunkingConfig
 from searchkit.datasets import load_beir
-from searchkit.errors import ConfigError, SearchkitError
 from searchkit.embedding import Embedder, load_embedder
+from searchkit.errors import ConfigError, SearchkitError
 from searchkit.evaluation import (
     EvalSetting,
     evaluate_open_domain,
@@ -28,43 +37,104 @@ from searchkit.evaluation import (
     parse_variant,
     write_report,
 )
-from searchkit.filters import parse_conditions
-from searchkit.index import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Hit, Index, IngestReport
+from searchkit.index import Hit, Index
+from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, IngestReport
 from searchkit.reader import ANSWER_MARKERS, Reader, load_reader
 from searchkit.retrieval import Fusion, Mode
-from searchkit.sources import FieldMap, SourceOptions, read_sources
+from searchkit.sources import CSV_TYPES, FieldMap, SourceOptions, Sources
 from searchkit.squad import load_squad, paragraph_documents, read_gold
 from searchkit.training import train_reader
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "printable"]
 
 EXIT_SKIPPED = 1
 EXIT_ERROR = 2
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Argument(TyperArgument):
+    """A positional argument shown by its metavar alone: ``PATH...``, not ``{paths}... <list[Path]>``."""
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        if self.nargs != 1 and not name.endswith("..."):
+            name += "..."
+        return [name if self.required else f"[{name}]"]
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _Command(TyperCommand):
+    """Typer has no hook for an argument's class, so each command swaps its arguments' in."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
+
 app = typer.Typer(
     name="searchkit",
-    help="Local-first semantic search: index a folder of documents, search it by meaning.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would swallow the "[default: ...]" the help texts spell out.
+    rich_markup_mode=None,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-IndexOption = Annotated[Path, typer.Option("--index", "-i", help="Index directory.", show_default=False)]
+def command(name: str) -> Callable[[F], F]:
+    return app.command(name, cls=_Command)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"searchkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def searchkit(
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Local-first semantic search: index a folder of documents, search it by meaning."""
+
+
+IndexOption = Annotated[Path, typer.Option("--index", "-i", metavar="DIR", help="Index directory.", show_default=False)]
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="sentence-transformers model name or folder [default: all-MiniLM-L6-v2, or the index's own model]."),
+    typer.Option(
+        "--model", "-m", metavar="NAME",
+        help="sentence-transformers model name or folder [default: all-MiniLM-L6-v2, or the index's own model].",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait", metavar="SECONDS", min=0, show_default=False,
+        help="Wait up to this long for another writer to finish [default: 0, fail at once when the index is locked].",
+    ),
+]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="CONDITION",
+        help="Metadata condition such as 'year>=2020', 'topic=nlp' or 'lang in en,de' (repeatable; all must hold).",
+    ),
+]
 ModeOption = Annotated[
     Mode, typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused.")
 ]
 ReaderOption = Annotated[
     str | None,
     typer.Option(
-        "--reader",
-        envvar="SEARCHKIT_READER",
+        "--reader", envvar="SEARCHKIT_READER", metavar="NAME",
         help="QA reader: 'sentence' (default, offline), or a folder written by train-reader, or any transformers QA model.",
     ),
 ]
@@ -72,9 +142,17 @@ FusionOption = Annotated[
     Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
 ]
 
+# Terminal control: OSC (to BEL or ST), CSI, any other escape, and C0/C1 controls but tab and newline.
+_CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object) -> str:
+    """``value`` as text that cannot drive the terminal: escape sequences and control characters removed."""
+    return _CONTROL.sub("", str(value))
+
 
 def fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    typer.secho(f"error: {printable(message)}", err=True, fg=typer.colors.RED)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -93,36 +171,81 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@app.command("index")
+@command("index")
 @user_errors
 def index_command(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to index (.txt, .md, .jsonl, .csv).", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Files or directories to index (.txt, .md, .jsonl, .csv).", show_default=False),
+    ],
     index: IndexOption,
     model: ModelOption = None,
-    include: Annotated[list[str] | None, typer.Option(help="Glob of file names to read in directories (repeatable).")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(help="Glob of file or folder names to skip (repeatable) [default: .*].")] = None,
-    id_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the document id [default: id, _id, doc_id].")] = None,
-    title_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the title [default: title, name].")] = None,
-    text_field: Annotated[str | None, typer.Option(help="JSONL/CSV field holding the text [default: text, body, content].")] = None,
-    chunk_tokens: Annotated[int, typer.Option(help="Chunk size in word pieces (new indexes only).")] = 254,
-    overlap: Annotated[int, typer.Option(help="Word pieces shared by consecutive chunks (new indexes only).")] = 32,
-    max_chunks: Annotated[int, typer.Option(help="Chunks kept per document, 0 for all; 1 embeds only the opening window (new indexes only).")] = 0,
-    max_doc_chars: Annotated[int, typer.Option(help="Skip (and report) documents longer than this.")] = DEFAULT_MAX_DOCUMENT_CHARS,
+    include: Annotated[
+        list[str] | None, typer.Option(metavar="GLOB", help="Glob of file names to read in directories (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(metavar="GLOB", help="Glob of file or folder names to skip (repeatable) [default: .*]."),
+    ] = None,
+    id_field: Annotated[
+        str | None, typer.Option(metavar="FIELD", help="JSONL/CSV field holding the document id [default: id, _id, doc_id].")
+    ] = None,
+    title_field: Annotated[
+        str | None, typer.Option(metavar="FIELD", help="JSONL/CSV field holding the title [default: title, name].")
+    ] = None,
+    text_field: Annotated[
+        str | None, typer.Option(metavar="FIELD", help="JSONL/CSV field holding the text [default: text, body, content].")
+    ] = None,
+    csv_types: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN=TYPE,...",
+            help=f"Types of CSV columns, such as 'year=int,date=date' ({', '.join(CSV_TYPES)}) [default: guessed from the values].",
+        ),
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(min=3, help="Chunk size in word pieces, for a new index [default: from the model, 254 for all-MiniLM-L6-v2]."),
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=0, help="Word pieces shared by consecutive chunks, for a new index [default: 32].")
+    ] = None,
+    max_chunks: Annotated[
+        int | None,
+        typer.Option(min=0, help="Chunks kept per document, 0 for all; 1 embeds only the opening window; for a new index [default: 0]."),
+    ] = None,
+    max_doc_chars: Annotated[int, typer.Option(min=1, help="Skip (and report) documents longer than this.")] = DEFAULT_MAX_DOCUMENT_CHARS,
     batch_chars: Annotated[int, typer.Option(min=1, help="Characters of text embedded and committed per batch.")] = BATCH_CHARS,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove indexed documents whose file or record under PATH... is gone.")
+    ] = False,
+    wait: WaitOption = 0.0,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Add documents to an index (created if needed); unchanged documents are skipped."""
+    """Add documents to an index (created if needed); unchanged documents are skipped.
+
+    Documents are read as they are embedded, so a corpus of any size takes the memory of
+    one batch. Chunking options apply when the index is created; an existing index keeps
+    its own, and a different value is an error.
+    """
     options = SourceOptions(
         include=tuple(include) if include else SourceOptions.include,
         exclude=tuple(exclude) if exclude else SourceOptions.exclude,
         fields=FieldMap.of(id=id_field, title=title_field, text=text_field),
+        csv_types=parse_csv_types(csv_types),
+        id_root=Path.cwd(),
     )
-    chunking = ChunkingConfig(max_tokens=chunk_tokens, overlap_tokens=overlap, max_chunks=max_chunks)
-    with Index.open_or_create(index, model=model, chunking=chunking) as opened:
-        records = list(read_sources(paths, options))
+    check_inputs(paths)
+    chunking = {
+        key: value
+        for key, value in (("max_tokens", chunk_tokens), ("overlap_tokens", overlap), ("max_chunks", max_chunks))
+        if value is not None
+    }
+    with Index.open_or_create(index, model=model, chunking=chunking or None, lock_timeout=wait) as opened:
         report = opened.add(
-            records, progress=not quiet and not as_json, max_document_chars=max_doc_chars, batch_chars=batch_chars
+            Sources(paths, options), progress=not quiet and not as_json, max_document_chars=max_doc_chars,
+            batch_chars=batch_chars, prune=paths if prune else None,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -132,13 +255,42 @@ def index_command(
         raise typer.Exit(EXIT_SKIPPED)
 
 
+def parse_csv_types(text: str | None) -> dict[str, str]:
+    """``'year=int,date=date'`` as ``{"year": "int", "date": "date"}``; the types are checked by SourceOptions."""
+    types: dict[str, str] = {}
+    for part in filter(str.strip, (text or "").split(",")):
+        column, equals, kind = part.partition("=")
+        if not equals or not column.strip() or not kind.strip():
+            raise ConfigError(f"--csv-types takes COLUMN=TYPE pairs separated by commas, such as 'year=int,date=date'; got {text!r}")
+        types[column.strip()] = kind.strip().lower()
+    return types
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Refuse, before an index is created, paths of which none exists: a typo, not an empty corpus."""
+    if not any(path.exists() for path in paths):
+        raise ConfigError(f"no such file or directory: {', '.join(map(str, paths))}; nothing was indexed")
+
+
+def cli_wording(message: object) -> str:
+    """A library message with its Python keyword names replaced by this CLI's option names."""
+    return printable(message).replace("max_document_chars", "--max-doc-chars")
+
+
 def print_ingest_report(report: IngestReport, index: Path) -> None:
     for problem in report.failed:
-        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"skipped {cli_wording(problem)}", err=True, fg=typer.colors.YELLOW)
+    for warning in report.warnings:
+        typer.secho(f"warning: {cli_wording(warning)}", err=True, fg=typer.colors.YELLOW)
     typer.echo(
-        f"{index}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{len(report.failed)} failed; {report.chunks_added} chunks embedded, {report.chunks_removed} removed"
+        f"{printable(index)}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.pruned} pruned, {len(report.failed)} failed; "
+        f"{report.chunks_added} chunks embedded, {report.chunks_removed} removed"
     )
+    if report.skipped_files:
+        counts = sorted(report.skipped_files.items(), key=lambda item: (-item[1], item[0]))
+        kinds = ", ".join(f"{printable(suffix) or 'no suffix'} {count}" for suffix, count in counts)
+        typer.echo(f"skipped {sum(report.skipped_files.values())} files of other types ({kinds})")
     if report.chunks_added:
         typer.echo(
             f"{report.seconds:.1f} s in all, {report.documents_per_second:.1f} documents/s, "
@@ -146,16 +298,13 @@ def print_ingest_report(report: IngestReport, index: Path) -> None:
         )
 
 
-@app.command("search")
+@command("search")
 @user_errors
 def search_command(
-    query: Annotated[str, typer.Argument(help="What to search for, in plain words.", show_default=False)],
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="What to search for, in plain words.", show_default=False)],
     index: IndexOption,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
-    where: Annotated[
-        list[str] | None,
-        typer.Option(help="Metadata condition such as 'year>=2020', 'topic=nlp' or 'lang in en,de' (repeatable; all must hold)."),
-    ] = None,
+    where: WhereOption = None,
     mode: ModeOption = Mode.DENSE,
     fusion: FusionOption = Fusion.WEIGHTED,
     rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
@@ -167,7 +316,7 @@ def search_command(
     with Index.open(index, model=model) as opened:
         if rerank:
             use_reader(opened, reader)
-        hits = opened.search(query, k, where=parse_conditions(where or []), mode=mode, fusion=fusion, rerank=rerank)
+        hits = opened.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
     if as_json:
         typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
     elif not hits:
@@ -178,23 +327,23 @@ def search_command(
 
 
 def print_hit(hit: Hit, width: int = 300) -> None:
-    heading = f"{hit.rank:>2}. {hit.score:.4f}  {hit.doc_id}"
+    heading = f"{hit.rank:>2}. {hit.score:.4f}  {printable(hit.doc_id)}"
     if hit.title:
-        heading += f"  {hit.title}"
+        heading += f"  {printable(hit.title)}"
     typer.secho(heading, bold=True)
-    snippet = " ".join(hit.text.split())
+    snippet = " ".join(printable(hit.text).split())
     if len(snippet) > width:
         snippet = snippet[: width - 3].rsplit(" ", 1)[0] + "..."
     typer.echo(f"    {snippet}")
     details = [f"chars {hit.start}-{hit.end}"] + [f"{key}={value}" for key, value in hit.metadata.items()]
-    typer.secho(f"    {'  '.join(details)}", dim=True)
+    typer.secho(f"    {printable('  '.join(details))}", dim=True)
 
 
 def choose_reader(spec: str | None, embedder: Embedder) -> Reader:
     """The reader named by ``spec``, saying so in one line when it falls back to the default."""
     reader, notice = load_reader(spec, embedder)
     if notice:
-        typer.secho(f"notice: {notice}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"notice: {printable(notice)}", err=True, fg=typer.colors.YELLOW)
     return reader
 
 
@@ -202,14 +351,14 @@ def use_reader(index: Index, spec: str | None) -> None:
     index.reader = choose_reader(spec, index.embedder)
 
 
-@app.command("ask")
+@command("ask")
 @user_errors
 def ask_command(
-    question: Annotated[str, typer.Argument(help="A question in plain words.", show_default=False)],
+    question: Annotated[str, typer.Argument(metavar="QUESTION", help="A question in plain words.", show_default=False)],
     index: IndexOption,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of answers.")] = 5,
     candidates: Annotated[int, typer.Option(min=1, help="Chunks retrieved and read.")] = 20,
-    where: Annotated[list[str] | None, typer.Option(help="Metadata condition, as for search (repeatable).")] = None,
+    where: WhereOption = None,
     mode: ModeOption = Mode.DENSE,
     reader: ReaderOption = None,
     model: ModelOption = None,
@@ -218,16 +367,17 @@ def ask_command(
     """Answer a question from the index: retrieve passages, read them, print the best answer spans."""
     with Index.open(index, model=model) as opened:
         use_reader(opened, reader)
-        answers = opened.ask(question, k, where=parse_conditions(where or []), mode=mode, candidates=candidates)
+        answers = opened.ask(question, k, where=where or None, mode=mode, candidates=candidates)
     if as_json:
         typer.echo(json.dumps([answer.to_dict() for answer in answers], indent=2, ensure_ascii=False))
     elif not answers:
         typer.echo("no answers")
     for rank, answer in enumerate([] if as_json else answers, start=1):
-        heading = f"{rank:>2}. {answer.score:.3f}  {answer.answer}"
+        heading = f"{rank:>2}. {answer.score:.3f}  {' '.join(printable(answer.answer).split())}"
         typer.secho(heading if len(heading) < 160 else heading[:157] + "...", bold=True)
-        typer.echo(f"    {answer.doc_id}{'  ' + answer.title if answer.title else ''}  chars {answer.start}-{answer.end}")
-        typer.secho(f"    {snippet_around(answer.context)}", dim=True)
+        title = f"  {printable(answer.title)}" if answer.title else ""
+        typer.echo(f"    {printable(answer.doc_id)}{title}  chars {answer.start}-{answer.end}")
+        typer.secho(f"    {snippet_around(printable(answer.context))}", dim=True)
 
 
 def snippet_around(context: str, width: int = 240) -> str:
@@ -240,18 +390,24 @@ def snippet_around(context: str, width: int = 240) -> str:
     return ("..." if start else "") + text[start:start + width] + ("..." if start + width < len(text) else "")
 
 
-@app.command("train-reader")
+@command("train-reader")
 @user_errors
 def train_reader_command(
-    squad_json: Annotated[Path, typer.Argument(help="Training data in SQuAD v1.1 JSON format.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the trained reader to.", show_default=False)],
-    base: Annotated[str, typer.Option(help="Encoder to start from: a model name or folder.")] = "all-MiniLM-L6-v2",
-    articles: Annotated[str | None, typer.Option(help="Articles to train on, 1-based, such as 1-28 [default: all].")] = None,
+    squad_json: Annotated[
+        Path, typer.Argument(metavar="SQUAD_JSON", help="Training data in SQuAD v1.1 JSON format.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write the trained reader to.", show_default=False)
+    ],
+    base: Annotated[str, typer.Option(metavar="NAME", help="Encoder to start from: a model name or folder.")] = "all-MiniLM-L6-v2",
+    articles: Annotated[
+        str | None, typer.Option(metavar="RANGE", help="Articles to train on, 1-based, such as 1-28 [default: all].")
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 1e-4,
-    max_examples: Annotated[int | None, typer.Option(min=1, help="Train on at most this many questions.")] = None,
-    eval_fraction: Annotated[float, typer.Option(help="Share of the data held out for evaluation.")] = 0.1,
+    max_examples: Annotated[int | None, typer.Option(min=1, help="Train on at most this many questions [default: all].")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="Share of the data held out for evaluation; 0 holds out nothing.")] = 0.1,
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune an extractive QA reader on SQuAD-format data, on the CPU; `ask --reader OUT` then uses it."""
@@ -264,22 +420,33 @@ def train_reader_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    typer.echo(
-        f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s; "
-        f"held-out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}"
-    )
+    summary = f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s"
+    if report.exact_match is None or report.f1 is None:
+        summary += "; nothing held out, so no held-out scores"
+    else:
+        summary += (
+            f"; held-out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}"
+        )
+    typer.echo(summary)
     typer.echo(f"saved to {out}; use it with: searchkit ask QUESTION --index DIR --reader {out}")
 
 
-@app.command("eval-qa")
+@command("eval-qa")
 @user_errors
 def eval_qa_command(
-    squad_json: Annotated[Path, typer.Argument(help="Questions in SQuAD v1.1 JSON format.", show_default=False)],
+    squad_json: Annotated[
+        Path, typer.Argument(metavar="SQUAD_JSON", help="Questions in SQuAD v1.1 JSON format.", show_default=False)
+    ],
     reader: ReaderOption = None,
-    articles: Annotated[str | None, typer.Option(help="Articles to evaluate, 1-based, such as 29-36 [default: all].")] = None,
+    articles: Annotated[
+        str | None, typer.Option(metavar="RANGE", help="Articles to evaluate, 1-based, such as 29-36 [default: all].")
+    ] = None,
     index: Annotated[
         Path | None,
-        typer.Option("--index", "-i", help="Also answer open-domain from this index of all the file's paragraphs (built if missing)."),
+        typer.Option(
+            "--index", "-i", metavar="DIR",
+            help="Also answer open-domain from an index of all the file's paragraphs (built or completed first).",
+        ),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Passages read per question in open-domain QA.")] = 5,
     mode: ModeOption = Mode.DENSE,
@@ -293,16 +460,15 @@ def eval_qa_command(
     gold = read_gold(chosen, data, progress=not as_json)
     result: dict[str, Any] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
     if index is not None:
-        exists = (index / "manifest.json").exists()
-        with (Index.open(index, model=embedder) if exists else Index.create(index, model=embedder)) as opened:
-            if not exists:
-                opened.add(paragraph_documents(load_squad(squad_json)), progress=not as_json)
+        with Index.open_or_create(index, model=embedder) as opened:
+            # Always add: unchanged paragraphs are skipped, and an interrupted build is completed.
+            opened.add(paragraph_documents(load_squad(squad_json)), progress=not as_json)
             opened.reader = chosen
             result["open_domain"] = evaluate_open_domain(opened, data, k, mode=mode, progress=not as_json).to_dict()
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    typer.echo(f"reader {chosen.name}, {result['questions']} questions")
+    typer.echo(f"reader {printable(chosen.name)}, {result['questions']} questions")
     typer.echo(f"  gold paragraph:  exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}")
     if "open_domain" in result:
         od = result["open_domain"]
@@ -328,27 +494,37 @@ def parse_articles(text: str | None) -> slice | None:
 
 def report_problems(problems: list, source: Path, limit: int = 20) -> None:
     for problem in problems[:limit]:
-        typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"skipped {printable(problem)}", err=True, fg=typer.colors.YELLOW)
     if len(problems) > limit:
         typer.secho(f"... and {len(problems) - limit} more problems in {source}", err=True, fg=typer.colors.YELLOW)
 
 
-@app.command("delete")
+@command("delete")
 @user_errors
 def delete_command(
-    doc_ids: Annotated[list[str], typer.Argument(help="Ids of the documents to remove.", show_default=False)],
+    doc_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Ids of the documents to remove.", show_default=False)],
     index: IndexOption,
+    wait: WaitOption = 0.0,
+    as_json: JsonOption = False,
 ) -> None:
-    """Remove documents from an index by id."""
-    with Index.open(index) as opened:
+    """Remove documents from an index by id; ids not in the index are listed and exit with status 1."""
+    with Index.open(index, lock_timeout=wait) as opened:
         report = opened.delete(doc_ids)
-    typer.echo(f"deleted {len(report.deleted)} documents ({report.chunks_removed} chunks)")
+    if as_json:
+        typer.echo(json.dumps(
+            {"deleted": report.deleted, "not_found": report.not_found, "chunks_removed": report.chunks_removed},
+            indent=2, ensure_ascii=False,
+        ))
+    else:
+        typer.echo(f"deleted {len(report.deleted)} documents ({report.chunks_removed} chunks)")
+        if report.not_found:
+            missing = ", ".join(printable(doc_id) for doc_id in report.not_found)
+            typer.secho(f"not in the index: {missing}", err=True, fg=typer.colors.YELLOW)
     if report.not_found:
-        typer.secho(f"not in the index: {', '.join(report.not_found)}", err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(EXIT_SKIPPED)
 
 
-@app.command("info")
+@command("info")
 @user_errors
 def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
     """Show an index's configuration (model, chunking, vectors) and counts."""
@@ -372,43 +548,64 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
         ("documents", f"{counts['documents']:,}"),
         ("chunks", f"{counts['chunks']:,}"),
         ("vectors held", f"{counts['vectors']:,}"),
-        ("metadata fields", ", ".join(info["metadata_fields"]) or "none"),
+        ("metadata fields", ", ".join(f"{name} ({', '.join(kinds)})" for name, kinds in info["metadata_fields"].items()) or "none"),
         ("schema version", config["schema_version"]),
         ("store generation", info["generation"]),
         ("size on disk", f"{sum(info['size_bytes'].values()) / 1e6:.1f} MB"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        typer.echo(f"{name:<{width}}  {value}")
+        typer.echo(f"{name:<{width}}  {printable(value)}")
 
 
-@app.command("reindex")
+@command("reindex")
 @user_errors
 def reindex_command(
     index: IndexOption,
     index_type: Annotated[
         str | None,
-        typer.Option(help="Switch the kind of vector index: Flat (exact), HNSW32, IVF,Flat, IVF,SQ8, IVF,PQ48, or auto (exact up to 300,000 chunks, HNSW32 above)."),
+        typer.Option(
+            metavar="TYPE",
+            help="Switch the kind of vector index: Flat (exact), HNSW32, IVF,Flat, IVF,SQ8, IVF,PQ48, or auto "
+            "(exact up to 300,000 chunks, HNSW32 above) [default: keep the current kind].",
+        ),
     ] = None,
     ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW search breadth (more: slower, better recall).")] = None,
     nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists probed per query (more: slower, better recall).")] = None,
+    wait: WaitOption = 0.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Rebuild the vector index from the stored embeddings, without re-embedding; optionally switch its kind."""
-    with Index.open(index) as opened:
+    with Index.open(index, lock_timeout=wait) as opened:
         count = opened.reindex(index_type, ef_search=ef_search, nprobe=nprobe)
         kind = opened.vectors.description
-    typer.echo(f"rebuilt the vector index at {index}: {kind}, {count:,} vectors")
+    if as_json:
+        typer.echo(json.dumps({"index": str(index), "vector_index": kind, "vectors": count}, indent=2))
+    else:
+        typer.echo(f"rebuilt the vector index at {printable(index)}: {kind}, {count:,} vectors")
 
 
-@app.command("eval")
+@command("eval")
 @user_errors
 def eval_command(
-    dataset: Annotated[Path, typer.Argument(help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False)],
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index to evaluate; built from the dataset's corpus if it does not exist.", show_default=False)],
-    k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "1,3,10,100",
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET", help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False
+        ),
+    ],
+    index: Annotated[
+        Path,
+        typer.Option(
+            "--index", "-i", metavar="DIR", show_default=False,
+            help="Index to evaluate; built from the dataset's corpus if it does not exist.",
+        ),
+    ],
+    k: Annotated[str, typer.Option("--k", metavar="K,...", help="Comma-separated cut-offs.")] = "1,3,10,100",
     compare: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="KEY=VALUE,...",
             help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys "
             "mode, fusion, model, chunk_tokens, overlap, max_chunks, index (repeatable), e.g. 'mode=hybrid'."
         ),
@@ -422,7 +619,7 @@ def eval_command(
         int | None, typer.Option(help="Chunks kept per document when the index is built; 1 truncates like MTEB [default: 0, all].")
     ] = None,
     split: Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")] = "test",
-    report: Annotated[Path | None, typer.Option(help="Also write per-query scores, TREC runs and plots to this folder.")] = None,
+    report: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write per-query scores, TREC runs and plots to this folder.")] = None,
     cache: Annotated[bool, typer.Option(help="Reuse embeddings of texts embedded before by the same model.")] = True,
     as_json: JsonOption = False,
 ) -> None:

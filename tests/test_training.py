@@ -107,3 +107,21 @@ def test_a_short_training_run_learns_and_saves_a_reader(people: SquadData, tmp_p
     context = "Quentin was born in Nantes and later worked as a sculptor for many years."
     [[answer]] = reader.read("Where was Quentin born?", [Passage("q", 0, "", context)])
     assert context[answer.start:answer.end] == answer.answer
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_reader_command_without_held_out_questions(people: SquadData, tmp_path: Path) -> None:
+    """--eval-fraction 0 holds nothing out: the summary says so instead of printing missing scores."""
+    from typer.testing import CliRunner
+
+    from searchkit.cli import app
+
+    out = tmp_path / "reader"
+    result = CliRunner().invoke(app, [
+        "train-reader", str(people.path), "--out", str(out), "--eval-fraction", "0", "--max-examples", "4",
+        "--batch-size", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 steps on 4 questions" in result.output
+    assert "nothing held out" in result.output and "None" not in result.output
+    assert (out / READER_INFO_FILE).is_file()
