@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.types import UserDefinedType
 
@@ -49,7 +50,7 @@ from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError
 
-__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks", "field_values"]
+__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
 
 _schema = MetaData()
 
@@ -79,7 +80,40 @@ chunks = Table(
     sqlite_autoincrement=True,
 )
 
-fields = Table("fields", _schema, Column("name", String, primary_key=True))
+# The field registry: every metadata field ever written, and which kinds of value it has
+# held ("bool", "number", "string", comma-separated). SQLite stores booleans as the
+# integers 0 and 1, so only this record tells a field of flags from a field of counts, and
+# it lets filters reject a comparison that could never match (``year >= "2020"`` on a field
+# of numbers) instead of returning nothing. Kinds only accumulate: a field that once held a
+# string keeps "string" after that document is deleted.
+fields = Table(
+    "fields",
+    _schema,
+    Column("name", String, primary_key=True),
+    Column("types", Text, nullable=False, server_default=""),
+)
+_FIELD_TYPES_FILL = (
+    "SELECT DISTINCT j.key, CASE j.type WHEN 'text' THEN 'string' WHEN 'true' THEN 'bool' "
+    "WHEN 'false' THEN 'bool' ELSE 'number' END FROM documents AS d, json_each(d.meta) AS j "
+    "WHERE j.type != 'null'"
+)
+
+
+def value_type(value: Any) -> str | None:
+    """The kind of a metadata value as filters see it: "bool", "number", "string", or None for null.
+
+    bool is tested before int because Python's True is an int; filters must not confuse
+    the two even though SQLite stores both as integers.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    raise TypeError(f"a metadata value is a string, number, bool or None, not {type(value).__name__}")
 
 
 class _AnyValue(UserDefinedType):
@@ -185,10 +219,11 @@ class Store:
             raise IndexCorruptError(f"{path} is not a readable searchkit store ({exc.orig}); rebuild the index") from exc
 
     def _migrate(self) -> None:
-        """Create and fill the derived tables (full-text index, field values) a store lacks."""
+        """Create and fill the derived tables (full-text index, field values) and columns (field types) a store lacks."""
         with self.engine.connect() as conn:
             existing = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars())
-        if {"chunks_fts", "field_values"} <= existing:
+            field_columns = {row[1] for row in conn.execute(text("PRAGMA table_info(fields)"))}
+        if {"chunks_fts", "field_values"} <= existing and "types" in field_columns:
             return
         with self.engine.begin() as conn:
             if "chunks_fts" not in existing:
@@ -197,6 +232,12 @@ class Store:
             if "field_values" not in existing:
                 field_values.create(conn)
                 conn.execute(text(_FIELD_VALUES_FILL))
+            if "types" not in field_columns:
+                conn.execute(text("ALTER TABLE fields ADD COLUMN types TEXT NOT NULL DEFAULT ''"))
+                found: dict[str, set[str]] = {}
+                for name, kind in conn.execute(text(_FIELD_TYPES_FILL)):
+                    found.setdefault(name, set()).add(kind)
+                self._merge_field_types(conn, found)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -218,8 +259,15 @@ class Store:
         return int(docs), int(chunk_count)
 
     def field_names(self) -> set[str]:
+        return set(self.field_types())
+
+    def field_types(self) -> dict[str, frozenset[str]]:
+        """Each metadata field and the kinds of value it has held ("bool", "number", "string").
+
+        A field that has only ever held null maps to an empty set.
+        """
         with self.engine.connect() as conn:
-            return set(conn.execute(select(fields.c.name)).scalars())
+            return {name: _split_types(types) for name, types in conn.execute(select(fields.c.name, fields.c.types))}
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocumentState]:
         found: dict[str, DocumentState] = {}
@@ -308,7 +356,6 @@ class Store:
         """
         with self.engine.begin() as conn:
             removed = self._delete_documents(conn, replaced)
-            field_names: set[str] = set()
             new_ids: list[int] = []
             if new:  # three multi-row statements per batch, however many documents it holds
                 pks = conn.execute(
@@ -329,14 +376,11 @@ class Store:
                 bodies = [embedding_input(d.title, c.text) for d, doc_chunks, _ in new for c in doc_chunks]
                 conn.execute(insert(chunks_fts), [{"rowid": i, "body": b} for i, b in zip(new_ids, bodies)])
                 self._write_fields(conn, zip(pks, (d for d, _, _ in new)))
-                for document, _, _ in new:
-                    field_names.update(document.metadata)
             for pk, document in metadata_only:
                 conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
                 conn.execute(delete(field_values).where(field_values.c.document_pk == pk))
-                field_names.update(document.metadata)
             self._write_fields(conn, metadata_only)
-            self._register_fields(conn, field_names)
+            self._register_fields(conn, [d for d, _, _ in new] + [d for _, d in metadata_only])
             generation = self._bump(conn)
         return removed, np.asarray(new_ids, dtype=np.int64), generation
 
@@ -370,10 +414,29 @@ class Store:
         if rows:
             conn.execute(insert(field_values), rows)
 
+    @classmethod
+    def _register_fields(cls, conn: Any, written: Iterable[Document]) -> None:
+        """Record the fields of the documents written and the kinds of value they hold."""
+        found: dict[str, set[str]] = {}
+        for document in written:
+            for name, value in document.metadata.items():
+                kinds = found.setdefault(name, set())
+                if (kind := value_type(value)) is not None:
+                    kinds.add(kind)
+        cls._merge_field_types(conn, found)
+
     @staticmethod
-    def _register_fields(conn: Any, names: set[str]) -> None:
-        if names:
-            conn.execute(insert(fields).prefix_with("OR IGNORE"), [{"name": n} for n in sorted(names)])
+    def _merge_field_types(conn: Any, found: dict[str, set[str]]) -> None:
+        """Add ``found`` to the registry, writing only the fields that are new or gained a kind."""
+        recorded = {name: _split_types(types) for name, types in conn.execute(select(fields.c.name, fields.c.types))}
+        rows = [
+            {"name": name, "types": ",".join(sorted(kinds | recorded.get(name, frozenset())))}
+            for name, kinds in sorted(found.items())
+            if name not in recorded or not kinds <= recorded[name]
+        ]
+        if rows:
+            upsert = sqlite_insert(fields)
+            conn.execute(upsert.on_conflict_do_update(index_elements=[fields.c.name], set_={"types": upsert.excluded.types}), rows)
 
     @staticmethod
     def _bump(conn: Any) -> int:
@@ -383,6 +446,10 @@ class Store:
 
 def _chunks_where(condition: ColumnElement[bool]) -> Select[tuple[int]]:
     return select(chunks.c.id).join(documents, chunks.c.document_pk == documents.c.pk).where(condition)
+
+
+def _split_types(types: str) -> frozenset[str]:
+    return frozenset(types.split(",")) if types else frozenset()
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
