@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from searchkit.cache import CachedEmbedder
 from searchkit.config import DEFAULT_MODEL, ChunkingConfig
 from searchkit.datasets import BeirDataset
-from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError
-from searchkit.index import MANIFEST_FILE, Index, IngestReport, read_manifest
+from searchkit.index import Index, IngestReport
+from searchkit.state import MANIFEST_FILE, read_manifest
 from searchkit.reader import Passage, best_answers
 from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
 from searchkit.squad import SquadData, evaluate_predictions, question_paragraphs
@@ -191,27 +191,16 @@ def evaluate_settings(
     embed the same texts with the same model embed them once.
     """
     embedders: dict[str, Embedder] = {}
-    corpus: list[Document | Problem] | None = None
     results = []
     for setting in settings:
         existing = read_manifest(setting.index) if (setting.index / MANIFEST_FILE).exists() else None
-        if existing and setting.chunking and existing.chunking != setting.chunking:
-            raise ConfigError(
-                f"the index at {setting.index} was built with {existing.chunking}, not {setting.chunking}; "
-                "remove it or give another --index"
-            )
         model = setting.model or (existing.model.name if existing else DEFAULT_MODEL)
         if model not in embedders:
             embedders[model] = CachedEmbedder(load_embedder(model)) if cache else load_embedder(model)
-        ingest = None
-        if existing:
-            index = Index.open(setting.index, model=embedders[model])
-        else:
-            index = Index.create(setting.index, model=embedders[model], chunking=setting.chunking)
-            if corpus is None:
-                corpus = list(read_sources([dataset.corpus_path]))
-            ingest = index.add(corpus, progress=progress)
-        with index:
+        with Index.open_or_create(setting.index, model=embedders[model], chunking=setting.chunking) as index:
+            # Always ingest: an index whose build was interrupted must be completed, not scored
+            # as if whole; on a complete index this only confirms every document is unchanged.
+            ingest = index.add(read_sources([dataset.corpus_path]), progress=progress)
             result = evaluate_index(
                 index, dataset, ks, name=setting.name, mode=setting.mode, fusion=setting.fusion, progress=progress
             )

@@ -1,70 +1,51 @@
-"""The Index: what people hold. It ties the store, the vectors and the embedder together.
+"""The Index: what people hold, a thin facade over the parts that do the work.
 
-An index is a directory::
-
-    manifest.json   the configuration as data, and the counts
-    store.sqlite    documents, chunks, metadata and embeddings (the source of truth)
-    vectors.faiss   the FAISS index over chunk ids (derived; rebuilt from the store)
-    vectors.json    the store generation the FAISS file reflects
-    write.lock      held by the one process allowed to write
-
-Writes go one batch of whole documents per SQLite transaction, so a killed ingest
-leaves each document either fully indexed or absent; the vector file is brought back in
-step with the store whenever it lags (on open, and before a search if another process
-wrote in the meantime).
+:class:`~searchkit.state.IndexState` owns what the directory says about itself (manifest,
+vector file, the write lock), :class:`~searchkit.ingest.Ingestor` turns documents into
+committed chunks, the store keeps documents, chunks and embeddings, and a vector backend
+answers nearest-neighbour queries. The Index ties them together for one directory:
+lifecycle, add, delete, reindex, search, ask and info.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import ColumnElement
-from filelock import FileLock, Timeout
-from tqdm.auto import tqdm
 
-from searchkit.chunking import Span, chunk_spans, embedding_input, title_budget
-from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig
-from searchkit.document import Document, Problem, as_document
+from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig, ModelIdentity
+from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
-from searchkit.errors import (
-    ConfigError,
-    IndexCorruptError,
-    IndexLockedError,
-    IndexNotFoundError,
-    ModelMismatchError,
-    QueryError,
-    SearchkitError,
-)
+from searchkit.errors import ConfigError, ModelMismatchError, QueryError, SearchkitError
 from searchkit.filters import Where, compile_where
+from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
 from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, fts_match_expression, fuse
-from searchkit.store import Store, StoredChunk
-from searchkit.vectors import VectorIndex, atomic_write, resolve_description
+from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
+from searchkit.store import Store
+from searchkit.vectors import VectorBackend
 
-__all__ = ["Index", "Hit", "IngestReport", "DeleteReport"]
+log = logging.getLogger("searchkit")
+
+__all__ = ["Index", "Hit", "IngestReport", "DeleteReport", "MANIFEST_FILE", "read_manifest"]
 
 E = TypeVar("E", bound=Enum)
 
-MANIFEST_FILE = "manifest.json"
-STORE_FILE = "store.sqlite"
-LOCK_FILE = "write.lock"
 MAX_QUERY_CHARS = 4096
 # Candidates taken from each retriever before hybrid fusion.
 HYBRID_CANDIDATES = 100
 # Chunks read by the question-answering reader for ask() and the QA rerank.
 QA_CANDIDATES = 20
-DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
-# Text gathered per embedding call and store transaction (about 500 full chunks): large
-# enough for efficiently padded batches, small enough that a killed ingest loses little.
-BATCH_CHARS = 500_000
+
+# How a caller may give chunking: a full config, or only the settings to change from the model's defaults.
+ChunkingSpec = ChunkingConfig | Mapping[str, int] | None
 
 
 @dataclass(frozen=True)
@@ -85,54 +66,73 @@ class Hit:
         return asdict(self)
 
 
-@dataclass
-class IngestReport:
-    """What an ingest did: counts, skipped inputs with their reasons, and the speed."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    failed: list[Problem] = field(default_factory=list)
-    seconds: float = 0.0
-    embed_seconds: float = 0.0
-
-    @property
-    def chunks_per_second(self) -> float:
-        return self.chunks_added / self.embed_seconds if self.embed_seconds else 0.0
-
-    @property
-    def documents_per_second(self) -> float:
-        return (self.added + self.updated) / self.seconds if self.seconds else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["failed"] = [str(p) for p in self.failed]
-        data["chunks_per_second"] = self.chunks_per_second
-        data["documents_per_second"] = self.documents_per_second
-        return data
-
-
 @dataclass(frozen=True)
 class DeleteReport:
     deleted: list[str]
     not_found: list[str]
     chunks_removed: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def chunking_for(model: ModelIdentity, chunking: ChunkingSpec) -> ChunkingConfig:
+    """The chunking of a new index: the model's window (less its two special tokens, at most 254) unless set."""
+    if isinstance(chunking, ChunkingConfig):
+        return chunking
+    default = ChunkingConfig(max_tokens=min(254, model.max_seq_length - 2))
+    changes = dict(chunking or {})
+    unknown = set(changes) - {f.name for f in fields(ChunkingConfig)}
+    if unknown:
+        raise ConfigError(f"unknown chunking settings {', '.join(sorted(unknown))}; use max_tokens, overlap_tokens, max_chunks")
+    if "max_tokens" in changes and "overlap_tokens" not in changes:
+        changes["overlap_tokens"] = min(default.overlap_tokens, max(changes["max_tokens"] // 8, 0))
+    return replace(default, **changes)
+
+
+def _check_chunking_matches(path: Path, config: IndexConfig, chunking: ChunkingSpec) -> None:
+    """Chunking is fixed when an index is created: a different request is an error, never silently ignored."""
+    if chunking is None:
+        return
+    wanted = asdict(chunking) if isinstance(chunking, ChunkingConfig) else dict(chunking)
+    current = asdict(config.chunking)
+    differing = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if differing:
+        asked = ", ".join(f"{k}={v}" for k, v in differing.items())
+        has = ", ".join(f"{k}={current.get(k)}" for k in differing)
+        raise ConfigError(
+            f"the index at {path} was built with {has}, not {asked}; chunking is fixed when an index is created: "
+            "leave the option out, or build a new index in another folder"
+        )
+
 
 class Index:
     """A searchable collection of documents on disk. Create with :meth:`create`, reopen with :meth:`open`."""
 
-    def __init__(self, path: Path, config: IndexConfig, embedder: Embedder, store: Store) -> None:
+    def __init__(self, path: Path, state: IndexState, embedder: Embedder, *, lock_timeout: float = 0) -> None:
         self.path = path
-        self.config = config
         self.embedder = embedder
-        self.store = store
-        self.vectors = VectorIndex(config.model.dimension)
-        self._generation = -1
-        self._lock = FileLock(path / LOCK_FILE)
+        self.lock_timeout = lock_timeout
+        self._state = state
         self._reader: Reader | None = None
+
+    @property
+    def config(self) -> IndexConfig:
+        return self._state.config
+
+    @property
+    def store(self) -> Store:
+        return self._state.store
+
+    @property
+    def vectors(self) -> VectorBackend:
+        """The vector backend now in use (its kind is ``vectors.description``)."""
+        return self._state.backend
+
+    @property
+    def notices(self) -> list[str]:
+        """What was repaired when the index was opened (a lost or lagging vector file, say), in words."""
+        return list(self._state.notices)
 
     # Lifecycle
 
@@ -142,49 +142,73 @@ class Index:
         path: str | Path,
         *,
         model: str | Embedder = DEFAULT_MODEL,
-        chunking: ChunkingConfig | None = None,
+        chunking: ChunkingSpec = None,
+        lock_timeout: float = 0,
     ) -> Index:
-        """Create a new, empty index directory for documents embedded by ``model``."""
+        """Create a new, empty index directory for documents embedded by ``model``.
+
+        ``chunking`` is a :class:`ChunkingConfig`, or a dict of the settings to change
+        from the defaults, which come from the model (its window, less its two special
+        tokens, at most 254 word pieces).
+        """
         path = Path(path)
-        if (path / MANIFEST_FILE).exists():
-            raise SearchkitError(f"an index already exists at {path}; open it, or delete the directory first")
         if path.exists() and not path.is_dir():
             raise SearchkitError(f"{path} is a file; give a directory for the index")
+        if path.is_dir() and (path / MANIFEST_FILE).exists():
+            raise SearchkitError(f"an index already exists at {path}; open it, or delete the directory first")
+        strangers = sorted(p.name for p in path.iterdir() if p.name not in INDEX_FILES) if path.is_dir() else []
+        if strangers:
+            raise SearchkitError(
+                f"{path} already holds other files ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); "
+                "an index needs a folder of its own: give a new or empty folder"
+            )
         embedder = load_embedder(model) if isinstance(model, str) else model
-        identity = embedder.identity
-        chunking = chunking or ChunkingConfig(max_tokens=min(254, identity.max_seq_length - 2))
-        config = IndexConfig(model=identity, chunking=chunking)
+        config = IndexConfig(model=embedder.identity, chunking=chunking_for(embedder.identity, chunking))
         path.mkdir(parents=True, exist_ok=True)
-        store = Store(path / STORE_FILE, create=True)
-        index = cls(path, config, embedder, store)
-        index._write_manifest()
-        index._generation = store.generation()
-        return index
+        directory = IndexDirectory(path)
+        with directory.write_lock(lock_timeout):
+            if (path / MANIFEST_FILE).exists():  # another process created it while we waited
+                raise SearchkitError(f"an index already exists at {path}; open it, or delete the directory first")
+            store = Store(path / STORE_FILE, create=True)
+            state = IndexState.create(directory, config, store)
+        return cls(path, state, embedder, lock_timeout=lock_timeout)
 
     @classmethod
-    def open(cls, path: str | Path, *, model: str | Embedder | None = None) -> Index:
-        """Open an existing index; ``model`` (default: the one it was built with) must match it."""
+    def open(cls, path: str | Path, *, model: str | Embedder | None = None, lock_timeout: float = 0) -> Index:
+        """Open an existing index; ``model`` (default: the one it was built with) must match it.
+
+        ``lock_timeout`` is how long writes wait for another writer to finish (0: fail at once).
+        """
         path = Path(path)
         config = read_manifest(path)
-        if model is None:
-            model = config.model.name
-        embedder = load_embedder(model) if isinstance(model, str) else model
+        embedder = load_embedder(config.model.name if model is None else model) if not isinstance(model, Embedder) else model
         if not embedder.identity.same_vectors_as(config.model):
             raise ModelMismatchError(
                 f"the index at {path} was built with {config.model.describe()}, but the model in use is "
                 f"{embedder.identity.describe()}; open it with --model {config.model.name!r} or build a new index"
             )
-        index = cls(path, config, embedder, Store(path / STORE_FILE))
-        index._load_vectors()
-        return index
+        directory = IndexDirectory(path)
+        store = Store(path / STORE_FILE)
+        if store.needs_migration:
+            with directory.write_lock(lock_timeout):
+                store.migrate()
+        return cls(path, IndexState.load(directory, config, store), embedder, lock_timeout=lock_timeout)
 
     @classmethod
     def open_or_create(
-        cls, path: str | Path, *, model: str | None = None, chunking: ChunkingConfig | None = None
+        cls,
+        path: str | Path,
+        *,
+        model: str | Embedder | None = None,
+        chunking: ChunkingSpec = None,
+        lock_timeout: float = 0,
     ) -> Index:
+        """Open the index at ``path``, or create it; ``chunking`` must match an existing index's."""
         if (Path(path) / MANIFEST_FILE).exists():
-            return cls.open(path, model=model)
-        return cls.create(path, model=model or DEFAULT_MODEL, chunking=chunking)
+            index = cls.open(path, model=model, lock_timeout=lock_timeout)
+            _check_chunking_matches(index.path, index.config, chunking)
+            return index
+        return cls.create(path, model=model or DEFAULT_MODEL, chunking=chunking, lock_timeout=lock_timeout)
 
     def close(self) -> None:
         self.store.close()
@@ -205,154 +229,37 @@ class Index:
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         batch_chars: int = BATCH_CHARS,
         embeddings: np.ndarray | None = None,
+        prune: Sequence[str | Path] | None = None,
     ) -> IngestReport:
         """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
 
-        ``documents`` may mix in :class:`Problem` records from a reader; they are
-        reported in the result with anything else that could not be indexed. Each
-        batch of about ``batch_chars`` characters of text is embedded and committed
-        in one transaction.
+        ``documents`` is any iterable, read one batch at a time (about ``batch_chars``
+        characters, embedded and committed in one transaction), so a stream of any
+        length indexes in bounded memory. It may mix in :class:`Problem` records from a
+        reader; they are reported with anything else that could not be indexed.
+
+        ``prune`` names the files or folders the documents were read from: documents
+        read from them before that are no longer there are deleted (``report.pruned``),
+        except those of files that reported a problem this time.
 
         ``embeddings`` brings your own vectors: one row per document, in the index's
         dimension. Each document then becomes a single chunk with that vector (it is
         normalised to unit length, as cosine search needs) and nothing is embedded.
         """
-        precomputed = None
-        if embeddings is not None:
-            precomputed = self._check_embeddings(documents, embeddings)
-        report = IngestReport()
-        started = time.perf_counter()
-        total = len(documents) if isinstance(documents, Sequence) else None
-        with self._writing(), tqdm(total=total, unit="doc", desc="indexing", disable=not progress) as bar:
-            seen: dict[str, str] = {}
-            pending: list[Document] = []
-            pending_chars = 0
-            for item in documents:
-                document = self._accept(item, seen, max_document_chars, report)
-                if document is None:
-                    bar.update(1)
-                    continue
-                pending.append(document)
-                pending_chars += len(document.text)
-                if pending_chars >= batch_chars:
-                    self._ingest_batch(pending, report, precomputed)
-                    bar.update(len(pending))
-                    pending, pending_chars = [], 0
-            if pending:
-                self._ingest_batch(pending, report, precomputed)
-                bar.update(len(pending))
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _accept(
-        self, item: Document | Mapping[str, Any] | Problem, seen: dict[str, str], max_chars: int, report: IngestReport
-    ) -> Document | None:
-        if isinstance(item, Problem):
-            report.failed.append(item)
-            return None
-        try:
-            document = as_document(item)
-        except TypeError as exc:
-            report.failed.append(Problem("input", str(exc)))
-            return None
-        where = document.origin or f"document {document.id!r}"
-        reason = document.validate(max_chars)
-        if reason is None and document.id in seen:
-            reason = f"duplicate document id {document.id!r} (first seen at {seen[document.id]}); kept the first"
-        if reason:
-            report.failed.append(Problem(where, reason))
-            return None
-        seen[document.id] = where
-        return document
-
-    def _check_embeddings(self, documents: object, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        if not isinstance(documents, Sequence):
-            raise ConfigError("with embeddings=, documents must be a list (one embedding row per document)")
-        vectors = np.asarray(embeddings, dtype=np.float32)
-        dimension = self.config.model.dimension
-        if vectors.ndim != 2 or vectors.shape != (len(documents), dimension):
-            raise ConfigError(
-                f"embeddings have shape {vectors.shape}; this index needs ({len(documents)}, {dimension}): "
-                f"one row per document in the dimension of {self.config.model.name}"
+        with self._writing():
+            ingestor = Ingestor(self.store, self.embedder, self.config.chunking, self.config.model.dimension, self._state.apply)
+            return ingestor.run(
+                documents, progress=progress, max_document_chars=max_document_chars, batch_chars=batch_chars,
+                embeddings=embeddings, prune=prune,
             )
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
-            raise ConfigError("embeddings contain NaN, infinite or all-zero rows")
-        by_id: dict[str, np.ndarray] = {}
-        for item, vector in zip(documents, vectors / norms):
-            if isinstance(item, (Document, Mapping)):
-                by_id.setdefault(as_document(item).id, vector)
-        return by_id
-
-    def _ingest_batch(
-        self, batch: list[Document], report: IngestReport, precomputed: dict[str, np.ndarray] | None = None
-    ) -> None:
-        states = self.store.document_states([d.id for d in batch])
-        to_embed: list[tuple[Document, int | None]] = []
-        metadata_only: list[tuple[int, Document]] = []
-        for document in batch:
-            state = states.get(document.id)
-            if state is None:
-                to_embed.append((document, None))
-            elif state.content_hash != document.content_hash:
-                to_embed.append((document, state.pk))
-            elif state.meta != document.metadata_json():
-                metadata_only.append((state.pk, document))
-            else:
-                report.unchanged += 1
-        if not to_embed and not metadata_only:
-            return
-        if precomputed is None:
-            chunked = self._chunk([d for d, _ in to_embed])
-            inputs = [embedding_input(d.title, c.text) for (d, _), cs in zip(to_embed, chunked) for c in cs]
-            embed_started = time.perf_counter()
-            vectors = self.embedder.encode(inputs)
-            report.embed_seconds += time.perf_counter() - embed_started
-        else:
-            chunked = [[StoredChunk(0, 0, len(d.text), d.text)] for d, _ in to_embed]
-            vectors = np.stack([precomputed[d.id] for d, _ in to_embed]) if to_embed else np.zeros((0, 1), np.float32)
-        rows, offset = [], 0
-        for (document, _), doc_chunks in zip(to_embed, chunked):
-            rows.append((document, doc_chunks, vectors[offset:offset + len(doc_chunks)]))
-            offset += len(doc_chunks)
-        replaced = [pk for _, pk in to_embed if pk is not None]
-        removed, new_ids, generation = self.store.write(rows, replaced, metadata_only)
-        self.vectors.remove(removed)
-        self.vectors.add(new_ids, vectors)
-        self._generation = generation
-        if self.vectors.needs_rebuild:
-            self._rebuild()
-        report.added += sum(1 for _, pk in to_embed if pk is None)
-        report.updated += len(replaced) + len(metadata_only)
-        report.chunks_added += len(new_ids)
-        report.chunks_removed += len(removed)
-
-    def _chunk(self, batch: list[Document]) -> list[list[StoredChunk]]:
-        """Token-aware chunks of each document, as spans of its text."""
-        if not batch:
-            return []
-        text_offsets = self.embedder.token_offsets([d.text for d in batch])
-        title_offsets = self.embedder.token_offsets([d.title for d in batch])
-        result = []
-        for document, offsets, title in zip(batch, text_offsets, title_offsets):
-            budget = title_budget(self.config.chunking, len(title))
-            chunking = self.config.chunking
-            spans = chunk_spans(document.text, offsets, budget, min(chunking.overlap_tokens, budget - 1), chunking.max_chunks)
-            if not spans:  # only characters the tokenizer drops: keep the text whole
-                spans = [Span(0, len(document.text))]
-            result.append([StoredChunk(i, s.start, s.end, document.text[s.start:s.end]) for i, s in enumerate(spans)])
-        return result
 
     def delete(self, doc_ids: Sequence[str]) -> DeleteReport:
         """Remove documents by id; ids not in the index are reported, not errors."""
         with self._writing():
             removed, missing, generation = self.store.delete(list(doc_ids))
-            self.vectors.remove(removed)
-            self._generation = generation
-            if self.vectors.needs_rebuild:
-                self._rebuild()
-        found = [d for d in doc_ids if d not in set(missing)]
-        return DeleteReport(deleted=found, not_found=missing, chunks_removed=len(removed))
+            self._state.apply(removed, np.zeros(0, np.int64), np.zeros((0, self.config.model.dimension), np.float32), generation)
+        absent = set(missing)
+        return DeleteReport(deleted=[d for d in doc_ids if d not in absent], not_found=missing, chunks_removed=len(removed))
 
     def reindex(
         self, index_type: str | None = None, *, ef_search: int | None = None, nprobe: int | None = None
@@ -361,99 +268,41 @@ class Index:
 
         ``index_type`` switches the kind of index (``Flat``, ``HNSW32``, ``IVF,Flat``,
         ``IVF,SQ8``, ``IVF,PQ48``, ``auto``...); ``ef_search`` and ``nprobe`` set the
-        search-time knobs of approximate indexes. All are recorded in the manifest.
+        search-time knobs of approximate indexes. All are recorded in the manifest. If the
+        new index cannot be built (too few vectors to train it, say), the error says why
+        and the index is left exactly as it was.
         """
         current = self.config.vectors
-        vectors = replace(
+        wanted = replace(
             current,
             description=index_type or current.description,
             ef_search=ef_search or current.ef_search,
             nprobe=nprobe or current.nprobe,
         )
-        with self._writing():
-            self.config = replace(self.config, vectors=vectors)
-            self._rebuild()
+        with self._writing(save=False):
+            self._state.reconfigure(wanted)
         return len(self.vectors)
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the write lock, start from the current store state, and save the vectors after."""
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise IndexLockedError(
-                f"another process is writing to the index at {self.path}; wait for it to finish and try again"
-            ) from None
-        try:
-            self._sync()
+    def _writing(self, save: bool = True) -> Iterator[None]:
+        """Hold the write lock, start from the current store state, and save the state after.
+
+        The state is saved even when the body fails part-way: what the store committed
+        before the failure is then reflected on disk as well.
+        """
+        with self._state.directory.write_lock(self.lock_timeout):
+            self._state.refresh()
             try:
                 yield
-            finally:
-                self._save()
-        finally:
-            self._lock.release()
-
-    def _save(self) -> None:
-        self.vectors.save(self.path, self._generation)
-        self._write_manifest()
-
-    def _write_manifest(self) -> None:
-        documents, chunks = self.store.counts()
-        manifest = {
-            "format": "searchkit-index",
-            "config": self.config.to_dict(),
-            "counts": {"documents": documents, "chunks": chunks},
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        atomic_write(self.path / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
-
-    # Keeping the vectors in step with the store
-
-    def _load_vectors(self) -> None:
-        loaded = VectorIndex.load(self.path, self.config.model.dimension)
-        if loaded is None:  # missing or unreadable: rebuild from the store, in memory
-            self._rebuild()
-            return
-        self.vectors, state = loaded
-        self._generation = state.generation
-        self._apply_knobs()
-        self._sync()
-
-    def _apply_knobs(self) -> None:
-        self.vectors.ef_search = self.config.vectors.ef_search
-        self.vectors.nprobe = self.config.vectors.nprobe
-
-    def _sync(self) -> None:
-        """Catch the in-memory vectors up with the store if another writer (or a crash) left them behind.
-
-        Chunk ids are never reused and a chunk's embedding never changes, so the
-        difference between the id sets is exactly what to add and remove.
-        """
-        generation = self.store.generation()
-        if generation == self._generation:
-            return
-        stored_ids = self.store.all_chunk_ids()
-        held_ids = self.vectors.ids()
-        self.vectors.remove(np.setdiff1d(held_ids, stored_ids, assume_unique=True))
-        missing = np.setdiff1d(stored_ids, held_ids, assume_unique=True)
-        if len(missing):
-            ids, vectors = self.store.embeddings_for(missing, self.config.model.dimension)
-            self.vectors.add(ids, vectors)
-        self._generation = generation
-
-    def _rebuild(self) -> None:
-        """Build the vector index afresh from every stored embedding, of the configured kind."""
-        generation = self.store.generation()
-        dimension = self.config.model.dimension
-        pages = list(self.store.embeddings(dimension))
-        ids = np.concatenate([p[0] for p in pages]) if pages else np.zeros(0, np.int64)
-        vectors = np.concatenate([p[1] for p in pages]) if pages else np.zeros((0, dimension), np.float32)
-        description = self.config.vectors.description
-        if len(ids) == 0 and resolve_description(description, 0, dimension) != "Flat":
-            description = "Flat"  # nothing to train on yet; the next reindex builds the configured kind
-        self.vectors = VectorIndex.build(dimension, description, ids, vectors)
-        self._apply_knobs()
-        self._generation = generation
+            except BaseException:
+                if save:
+                    try:
+                        self._state.save()
+                    except Exception as exc:  # the first error is the one to report; open() repairs the rest
+                        log.warning("%s: could not save the vector state after an error (%s)", self.path, exc)
+                raise
+            if save:
+                self._state.save()
 
     # Searching
 
@@ -505,7 +354,7 @@ class Index:
             raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
         mode, fusion = _choice(Mode, mode, "mode"), _choice(Fusion, fusion, "fusion")
         condition = self._condition(where)
-        self._sync()
+        self._state.refresh()
         if not queries:
             return []
         if rerank == "qa":
@@ -526,18 +375,26 @@ class Index:
         return self._hits(rankings)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
-        """Dense search with query vectors you embedded yourself (one row per query, the index's dimension)."""
+        """Dense search with query vectors you embedded yourself (one row per query, the index's dimension).
+
+        The vectors are normalised to unit length, as stored vectors are, so scores are
+        cosine similarities whatever their scale.
+        """
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.config.model.dimension:
             raise QueryError(f"query vectors have shape {queries.shape}; this index needs (n, {self.config.model.dimension})")
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        if not np.all(np.isfinite(queries)) or np.any(norms == 0):
+            raise QueryError("query vectors contain NaN, infinite or all-zero rows")
+        queries = queries / norms
         check_k(k)
         condition = self._condition(where)
-        self._sync()
+        self._state.refresh()
         return self._hits(self._nearest(queries, k, condition))
 
     def _condition(self, where: Where | None) -> ColumnElement[bool] | None:
-        """The compiled filter; the store's field names are read only when there is one."""
-        return compile_where(where, self.store.field_names()) if where else compile_where(where, ())
+        """The compiled filter; the store's field types are read only when there is one."""
+        return compile_where(where, self.store.field_types()) if where else None
 
     def _dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
         if len(self.vectors) == 0:
@@ -609,15 +466,16 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """The whole configuration and the counts, as data (``searchkit info`` prints it)."""
+        self._state.refresh()
         documents, chunks = self.store.counts()
-        self._sync()
         return {
             "path": str(self.path),
             "config": self.config.to_dict(),
             "counts": {"documents": documents, "chunks": chunks, "vectors": len(self.vectors)},
             "vector_index": self.vectors.description,
-            "metadata_fields": sorted(self.store.field_names()),
-            "generation": self._generation,
+            "metadata_fields": {name: sorted(kinds) for name, kinds in sorted(self.store.field_types().items())},
+            "generation": self._state.generation,
+            "notices": self.notices,
             "size_bytes": {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()},
         }
 
@@ -650,20 +508,3 @@ def check_query(query: object) -> str:
             "shorten it (the model reads only its first few hundred words anyway)"
         )
     return query
-
-
-def read_manifest(path: Path) -> IndexConfig:
-    """The configuration of the index at ``path``, with an error that says what to do if there is none."""
-    manifest_path = path / MANIFEST_FILE
-    if not path.exists():
-        raise IndexNotFoundError(f"no index at {path}; create one with 'searchkit index FILES... --index {path}'")
-    if not manifest_path.exists():
-        raise IndexNotFoundError(
-            f"{path} is not a searchkit index (no {MANIFEST_FILE}); "
-            f"create one with 'searchkit index FILES... --index {path}'"
-        )
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        return IndexConfig.from_dict(data["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise IndexCorruptError(f"{manifest_path} is unreadable ({exc}); rebuild the index") from exc

@@ -64,6 +64,9 @@ documents = Table(
     Column("content_hash", String(64), nullable=False),
     Column("meta", Text, nullable=False, default="{}"),
     Column("origin", Text, nullable=False, default=""),
+    # The stable key of the file a document was read from, so an ingest can prune
+    # documents whose file or record is gone; "" for documents given in Python.
+    Column("source", Text, nullable=False, default="", index=True),
     sqlite_autoincrement=True,
 )
 
@@ -187,6 +190,7 @@ class DocumentState:
     pk: int
     content_hash: str
     meta: str
+    source: str = ""
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -214,18 +218,39 @@ class Store:
                     if conn.execute(select(state.c.value).where(state.c.key == "generation")).first() is None:
                         conn.execute(insert(state).values(key="generation", value=0))
             self.generation()
-            self._migrate()
+            self._layout = self._read_layout()
+            if create:  # the full-text index and derived tables are made by the migration
+                self.migrate()
         except DatabaseError as exc:
-            raise IndexCorruptError(f"{path} is not a readable searchkit store ({exc.orig}); rebuild the index") from exc
+            raise IndexCorruptError(
+                f"{path} is not a readable searchkit store ({exc.orig}); it is the index's source of truth and "
+                "cannot be derived: restore it from a backup, or build a new index from your documents"
+            ) from exc
 
-    def _migrate(self) -> None:
-        """Create and fill the derived tables (full-text index, field values) and columns (field types) a store lacks."""
+    def _read_layout(self) -> tuple[set[str], set[str], set[str]]:
+        """(tables, columns of fields, columns of documents): what :meth:`migrate` looks at."""
         with self.engine.connect() as conn:
             existing = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars())
             field_columns = {row[1] for row in conn.execute(text("PRAGMA table_info(fields)"))}
-        if {"chunks_fts", "field_values"} <= existing and "types" in field_columns:
+            document_columns = {row[1] for row in conn.execute(text("PRAGMA table_info(documents)"))}
+        return existing, field_columns, document_columns
+
+    @property
+    def needs_migration(self) -> bool:
+        """True when the store was written by an older searchkit and lacks tables or columns."""
+        existing, field_columns, document_columns = self._layout
+        return not ({"chunks_fts", "field_values"} <= existing and "types" in field_columns and "source" in document_columns)
+
+    def migrate(self) -> None:
+        """Create and fill the derived tables (full-text index, field values) and columns (field types,
+        document sources) a store lacks. The caller holds the index's write lock."""
+        if not self.needs_migration:
             return
+        existing, field_columns, document_columns = self._layout
         with self.engine.begin() as conn:
+            if "source" not in document_columns:
+                conn.execute(text("ALTER TABLE documents ADD COLUMN source TEXT NOT NULL DEFAULT ''"))
+                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_documents_source ON documents (source)"))
             if "chunks_fts" not in existing:
                 conn.execute(text(_FTS_CREATE))
                 conn.execute(text(_FTS_FILL))
@@ -238,6 +263,7 @@ class Store:
                 for name, kind in conn.execute(text(_FIELD_TYPES_FILL)):
                     found.setdefault(name, set()).add(kind)
                 self._merge_field_types(conn, found)
+        self._layout = self._read_layout()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -274,11 +300,12 @@ class Store:
         with self.engine.connect() as conn:
             for batch in _batches(list(doc_ids), 500):
                 rows = conn.execute(
-                    select(documents.c.doc_id, documents.c.pk, documents.c.content_hash, documents.c.meta)
+                    select(documents.c.doc_id, documents.c.pk, documents.c.content_hash, documents.c.meta,
+                           documents.c.source)
                     .where(documents.c.doc_id.in_(batch))
                 )
-                for doc_id, pk, content_hash, meta in rows:
-                    found[doc_id] = DocumentState(pk, content_hash, meta)
+                for doc_id, pk, content_hash, meta, source in rows:
+                    found[doc_id] = DocumentState(pk, content_hash, meta, source)
         return found
 
     def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
@@ -316,6 +343,20 @@ class Store:
             query = query.where(chunks_fts.c.rowid.in_(_chunks_where(condition)))
         with self.engine.connect() as conn:
             return [(int(rowid), -float(score)) for rowid, score in conn.execute(query)]
+
+    def documents_from(self, sources: Sequence[str]) -> dict[str, str]:
+        """{doc_id: source} of the documents read from these files, or from files under these folders."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for key in sources:
+                prefix = key.rstrip("/") + "/"
+                if key == ".":  # the working directory: every relative key
+                    under = (documents.c.source != "") & ~documents.c.source.startswith("/")
+                else:
+                    under = documents.c.source.startswith(prefix, autoescape=True)
+                query = select(documents.c.doc_id, documents.c.source).where((documents.c.source == key) | under)
+                found.update({doc_id: source for doc_id, source in conn.execute(query)})
+        return found
 
     def all_chunk_ids(self) -> np.ndarray:
         with self.engine.connect() as conn:
@@ -362,7 +403,8 @@ class Store:
                     insert(documents).returning(documents.c.pk, sort_by_parameter_order=True),
                     [
                         {"doc_id": d.id, "title": d.title, "text": d.text, "content_hash": d.content_hash,
-                         "meta": d.metadata_json(), "origin": d.origin}
+                         "meta": d.metadata_json(), "origin": d.origin,
+                         "source": d.source}
                         for d, _, _ in new
                     ],
                 ).scalars().all()
@@ -377,7 +419,8 @@ class Store:
                 conn.execute(insert(chunks_fts), [{"rowid": i, "body": b} for i, b in zip(new_ids, bodies)])
                 self._write_fields(conn, zip(pks, (d for d, _, _ in new)))
             for pk, document in metadata_only:
-                conn.execute(update(documents).where(documents.c.pk == pk).values(meta=document.metadata_json()))
+                conn.execute(update(documents).where(documents.c.pk == pk).values(
+                    meta=document.metadata_json(), origin=document.origin, source=document.source))
                 conn.execute(delete(field_values).where(field_values.c.document_pk == pk))
             self._write_fields(conn, metadata_only)
             self._register_fields(conn, [d for d, _, _ in new] + [d for _, d in metadata_only])

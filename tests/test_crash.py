@@ -70,7 +70,7 @@ def test_killed_ingest_leaves_a_consistent_index_that_completes(tmp_path: Path, 
     finished = _ingest(corpus, index_dir)
     out, err = finished.communicate(timeout=600)
     assert finished.returncode == 0, err.decode()
-    assert f"{DOCUMENTS - present} added, 0 updated, {present} unchanged, 0 failed" in out.decode()
+    assert f"{DOCUMENTS - present} added, 0 updated, {present} unchanged" in out.decode() and "0 failed" in out.decode()
     index = Index.open(index_dir, model=embedder)
     assert index.store.counts()[0] == DOCUMENTS and len(index.vectors) == index.store.counts()[1]
     assert index.search(texts["doc-399"], k=1)[0].doc_id == "doc-399"

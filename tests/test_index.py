@@ -18,8 +18,8 @@ from searchkit import (
     ModelMismatchError,
     QueryError,
 )
-from searchkit.index import MANIFEST_FILE, read_manifest
-from searchkit.vectors import STATE_FILE, VECTORS_FILE
+from searchkit.state import MANIFEST_FILE, read_manifest
+from searchkit.state import VECTORS_STATE_FILE as STATE_FILE, VECTORS_FILE
 
 
 @pytest.mark.parametrize(

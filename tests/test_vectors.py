@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from searchkit import ConfigError, Document, Index, QueryError
-from searchkit.vectors import VectorIndex, resolve_description
+from searchkit.vectors import build, resolve_description
 
 DIMENSION = 384
 TYPES = ["Flat", "HNSW16", "IVF,Flat", "IVF8,SQ8", "IVF8,PQ16"]
@@ -119,7 +119,7 @@ def test_text_search_works_on_an_approximate_index(small_index) -> None:
 
 def test_vector_index_build_trains_on_the_data() -> None:
     vectors = clustered(2000, seed=1)
-    built = VectorIndex.build(DIMENSION, "IVF,Flat", np.arange(2000, dtype=np.int64), vectors)
+    built = build(DIMENSION, "IVF,Flat", np.arange(2000, dtype=np.int64), vectors)
     assert built.index.is_trained and len(built) == 2000
     built.nprobe = built.index.nlist  # probe every list: exact
     scores, ids = built.search(vectors[:5], 1)
