@@ -326,9 +326,16 @@ class IndexState:
 
         If the build fails (too few vectors to train, a bad description), nothing has
         changed: the manifest, the vector file and this object are exactly as they were.
+        An empty index takes the setting and searches exactly until there is enough to
+        train on; the first ingest that brings enough builds the kind asked for.
         """
         resolve_description(vectors_config.description, len(self.backend), self.dimension)  # validates early
-        backend, generation = self._build(vectors_config)
+        if self.store.counts()[1] == 0:  # nothing to train on yet: exact search until there is
+            vectors_config_now = replace(vectors_config, description="Flat")
+            backend, generation = self._build(vectors_config_now)
+            self._configure(backend, vectors_config)
+        else:
+            backend, generation = self._build(vectors_config)
         self.config = replace(self.config, vectors=vectors_config)
         self.backend, self.generation = backend, generation
         self.save()
