@@ -245,7 +245,7 @@ def index_command(
     with Index.open_or_create(index, model=model, chunking=chunking or None, lock_timeout=wait) as opened:
         report = opened.add(
             Sources(paths, options), progress=not quiet and not as_json, max_document_chars=max_doc_chars,
-            batch_chars=batch_chars, prune=paths if prune else None,
+            batch_chars=batch_chars, prune=prune,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -229,7 +229,7 @@ class Index:
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         batch_chars: int = BATCH_CHARS,
         embeddings: np.ndarray | None = None,
-        prune: Sequence[str | Path] | None = None,
+        prune: bool = False,
     ) -> IngestReport:
         """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
 
@@ -238,9 +238,10 @@ class Index:
         length indexes in bounded memory. It may mix in :class:`Problem` records from a
         reader; they are reported with anything else that could not be indexed.
 
-        ``prune`` names the files or folders the documents were read from: documents
-        read from them before that are no longer there are deleted (``report.pruned``),
-        except those of files that reported a problem this time.
+        With ``prune``, ``documents`` must be a :class:`~searchkit.sources.Sources`:
+        documents read before from under its paths that are no longer there (file
+        deleted, record removed) are deleted (``report.pruned``), except those of files
+        that reported a problem this time.
 
         ``embeddings`` brings your own vectors: one row per document, in the index's
         dimension. Each document then becomes a single chunk with that vector (it is

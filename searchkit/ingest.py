@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from searchkit.config import ChunkingConfig
 from searchkit.document import Document, Problem, as_document
 from searchkit.embedding import Embedder
 from searchkit.errors import ConfigError
+from searchkit.sources import Sources, source_key
 from searchkit.store import Store, StoredChunk, value_type
 
 __all__ = ["Ingestor", "IngestReport", "DEFAULT_MAX_DOCUMENT_CHARS", "BATCH_CHARS"]
@@ -93,9 +93,11 @@ class Ingestor:
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         batch_chars: int = BATCH_CHARS,
         embeddings: np.ndarray | None = None,
-        prune: Sequence[str | Path] | None = None,
+        prune: bool = False,
     ) -> IngestReport:
         """Index ``documents``; see :meth:`searchkit.Index.add`."""
+        if prune and not isinstance(documents, Sources):
+            raise ConfigError("prune=True needs documents read with searchkit.Sources: it prunes under the paths they come from")
         precomputed = None if embeddings is None else _check_embeddings(documents, embeddings, self.dimension)
         report = IngestReport()
         started = time.perf_counter()
@@ -120,8 +122,8 @@ class Ingestor:
         skipped = getattr(documents, "skipped_files", None)
         if skipped:
             report.skipped_files = dict(sorted(skipped.items()))
-        if prune is not None:
-            self._prune(prune, seen, getattr(documents, "problem_sources", set()), report)
+        if prune:
+            self._prune(documents, seen, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -222,16 +224,14 @@ class Ingestor:
             done_documents = finished
         return np.concatenate(parts) if parts else np.zeros((0, self.dimension), np.float32)
 
-    def _prune(self, paths: Sequence[str | Path], seen: Mapping[str, str], problem_sources: set[str], report: IngestReport) -> None:
-        """Delete documents read from under ``paths`` earlier that this run did not see again.
+    def _prune(self, sources: Sources, seen: Mapping[str, str], report: IngestReport) -> None:
+        """Delete documents read earlier from under the sources' paths that this run did not see again.
 
         A document whose file reported a problem in this run is kept: a line that became
         unreadable is a problem to fix, not a deletion.
         """
-        from searchkit.sources import source_key
-
-        stored = self.store.documents_from([source_key(p) for p in paths])
-        gone = [doc_id for doc_id, source in stored.items() if doc_id not in seen and source not in problem_sources]
+        stored = self.store.documents_from([source_key(path, sources.id_root) for path in sources.paths])
+        gone = [doc_id for doc_id, source in stored.items() if doc_id not in seen and source not in sources.problem_sources]
         if not gone:
             return
         removed, _, generation = self.store.delete(gone)
