@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -661,7 +662,17 @@ def parse_cutoffs(text: str) -> list[int]:
     return cutoffs
 
 
+class _NoticeHandler(logging.Handler):
+    """Prints what the library logs as worth a user's attention (a repaired vector file, say) as one line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.secho(f"notice: {printable(record.getMessage())}", err=True, fg=typer.colors.YELLOW)
+
+
 def main() -> None:
+    library_log = logging.getLogger("searchkit")
+    library_log.addHandler(_NoticeHandler(logging.WARNING))
+    library_log.propagate = False
     app(prog_name="searchkit")
 
 

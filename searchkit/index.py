@@ -27,7 +27,7 @@ from searchkit.errors import ConfigError, ModelMismatchError, QueryError, Search
 from searchkit.filters import Where, compile_where
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, fts_match_expression, fuse
+from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
@@ -39,8 +39,6 @@ __all__ = ["Index", "Hit", "IngestReport", "DeleteReport", "MANIFEST_FILE", "rea
 E = TypeVar("E", bound=Enum)
 
 MAX_QUERY_CHARS = 4096
-# Candidates taken from each retriever before hybrid fusion.
-HYBRID_CANDIDATES = 100
 # Chunks read by the question-answering reader for ask() and the QA rerank.
 QA_CANDIDATES = 20
 
@@ -114,6 +112,7 @@ class Index:
         self.embedder = embedder
         self.lock_timeout = lock_timeout
         self._state = state
+        self._retriever = Retriever(state.store, embedder, lambda: state.backend, state.config.model.dimension)
         self._reader: Reader | None = None
 
     @property
@@ -364,16 +363,7 @@ class Index:
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
             read = self.reader.read_batch(list(queries), passages)
             return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
-        depth = k if mode is not Mode.HYBRID else max(k, HYBRID_CANDIDATES)
-        dense = self._dense(queries, depth, condition) if mode is not Mode.LEXICAL else None
-        lexical = self._lexical(queries, depth, condition) if mode is not Mode.DENSE else None
-        if mode is Mode.DENSE:
-            rankings = dense
-        elif mode is Mode.LEXICAL:
-            rankings = lexical
-        else:
-            rankings = [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
-        return self._hits(rankings)
+        return self._hits(self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight))
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself (one row per query, the index's dimension).
@@ -391,31 +381,11 @@ class Index:
         check_k(k)
         condition = self._condition(where)
         self._state.refresh()
-        return self._hits(self._nearest(queries, k, condition))
+        return self._hits(self._retriever.nearest(queries, k, condition))
 
     def _condition(self, where: Where | None) -> ColumnElement[bool] | None:
         """The compiled filter; the store's field types are read only when there is one."""
         return compile_where(where, self.store.field_types()) if where else None
-
-    def _dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
-        if len(self.vectors) == 0:
-            return [[] for _ in queries]
-        return self._nearest(self.embedder.encode(list(queries)), k, condition)
-
-    def _nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
-        allowed = None if condition is None else self.store.chunk_ids_where(condition)
-        dimension = self.config.model.dimension
-        scores, ids = self.vectors.search(
-            queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, dimension)
-        )
-        return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
-
-    def _lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[list[tuple[int, float]]]:
-        rankings = []
-        for query in queries:
-            match = fts_match_expression(query)
-            rankings.append(self.store.full_text_search(match, k, condition) if match else [])
-        return rankings
 
     def _hits(self, rankings: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
         rows = self.store.chunk_rows(sorted({chunk_id for ranking in rankings for chunk_id, _ in ranking}))

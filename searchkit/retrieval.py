@@ -9,10 +9,19 @@ measure (see ``benchmarks/results/eval_beir.md``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
+import numpy as np
+from sqlalchemy import ColumnElement
+
+from searchkit.embedding import Embedder
+from searchkit.store import Store
+from searchkit.vectors import VectorBackend
+
 __all__ = [
+    "Retriever",
+    "Ranking",
     "Mode",
     "Fusion",
     "fts_match_expression",
@@ -28,6 +37,8 @@ __all__ = [
 RRF_K = 60
 # Share of the dense score in the weighted fusion; best or within 0.004 of best on SciFact, NPL and Cranfield (benchmarks/eval_beir.py).
 HYBRID_WEIGHT = 0.5
+# Candidates taken from each retriever before hybrid fusion.
+HYBRID_CANDIDATES = 100
 # Distinct query terms sent to FTS5; more add little to BM25 and slow the match.
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -103,3 +114,57 @@ def fuse(
     else:
         fused = weighted_fusion(dense, lexical, weight)
     return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+# (chunk id, score) pairs, best first.
+Ranking = list[tuple[int, float]]
+
+
+class Retriever:
+    """Ranks chunks for queries: dense through the vector backend, lexical through FTS5, hybrid by fusing both.
+
+    ``backend`` is a callable because the index swaps its backend on reindex and repair.
+    """
+
+    def __init__(self, store: Store, embedder: Embedder, backend: Callable[[], VectorBackend], dimension: int) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.backend = backend
+        self.dimension = dimension
+
+    def rank(
+        self,
+        queries: Sequence[str],
+        k: int,
+        condition: ColumnElement[bool] | None,
+        mode: Mode,
+        fusion: Fusion,
+        hybrid_weight: float,
+    ) -> list[Ranking]:
+        if mode is Mode.DENSE:
+            return self.dense(queries, k, condition)
+        if mode is Mode.LEXICAL:
+            return self.lexical(queries, k, condition)
+        depth = max(k, HYBRID_CANDIDATES)
+        dense, lexical = self.dense(queries, depth, condition), self.lexical(queries, depth, condition)
+        return [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
+
+    def dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
+        if len(self.backend()) == 0:
+            return [[] for _ in queries]
+        return self.nearest(self.embedder.encode(list(queries)), k, condition)
+
+    def nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
+        """The ``k`` nearest chunks to each query vector among those matching ``condition``."""
+        allowed = None if condition is None else self.store.chunk_ids_where(condition)
+        scores, ids = self.backend().search(
+            queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, self.dimension)
+        )
+        return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
+
+    def lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
+        rankings = []
+        for query in queries:
+            match = fts_match_expression(query)
+            rankings.append(self.store.full_text_search(match, k, condition) if match else [])
+        return rankings

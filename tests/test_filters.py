@@ -486,7 +486,6 @@ def test_index_search_takes_cli_conditions(typed_index: Index) -> None:
         matching_by_names(typed_index, ["year=>2020"])
 
 
-@pytest.mark.xfail(strict=False, reason="needs Index to pass field types")
 def test_index_search_reads_cli_values_with_field_types(typed_index: Index) -> None:
     assert matching_by_names(typed_index, ["zip=2019"]) == {"scraped"}
     with pytest.raises(FilterError, match="^field 'zip' holds strings"):
