@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 from searchkit.config import IndexConfig, VectorConfig
 from searchkit.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
 from searchkit.store import Store
-from searchkit.vectors import VectorBackend, build, build_problem, empty, from_bytes, kind_of, resolve_description
+from searchkit.vectors import VectorBackend, build, build_problem, empty, kind_of, load, resolve_description
 
 __all__ = [
     "IndexState",
@@ -61,13 +61,19 @@ INDEX_FILES = frozenset({MANIFEST_FILE, STORE_FILE, VECTORS_FILE, VECTORS_STATE_
 log = logging.getLogger("searchkit")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so readers see the old file or the new one, never half of either, even after a power cut."""
+def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Write ``data`` so readers see the old file or the new one, never half of either, even after a power cut.
+
+    ``data`` is the bytes, or a function that writes the file at the path it is given
+    (so a large FAISS index goes to disk without a copy in memory).
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
+        if callable(data):
+            data(temporary)
+        else:
+            temporary.write_bytes(data)
+        with temporary.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -159,9 +165,10 @@ class IndexDirectory:
         """
         try:
             state = json.loads((self.path / VECTORS_STATE_FILE).read_text(encoding="utf-8"))
-            data = (self.path / VECTORS_FILE).read_bytes()
             generation, description = int(state["generation"]), str(state["description"])
-            backend = from_bytes(dimension, description, data, state.get("backend", {}))
+            if not (self.path / VECTORS_FILE).is_file():
+                return f"{VECTORS_FILE} is missing"
+            backend = load(dimension, description, self.path / VECTORS_FILE, state.get("backend", {}))
         except FileNotFoundError as exc:
             return f"{Path(exc.filename).name} is missing"
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RuntimeError) as exc:
@@ -172,7 +179,7 @@ class IndexDirectory:
 
     def write(self, config: IndexConfig, backend: VectorBackend, generation: int, counts: tuple[int, int]) -> None:
         """Write vector file, vector state and manifest, in that order, each atomically."""
-        atomic_write(self.path / VECTORS_FILE, backend.to_bytes())
+        atomic_write(self.path / VECTORS_FILE, backend.write)
         state = {
             "generation": generation,
             "count": int(backend.index.ntotal),

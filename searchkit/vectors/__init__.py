@@ -6,7 +6,7 @@ one from a description such as ``Flat``, ``HNSW32`` or ``IVF,SQ8``.
 """
 
 from searchkit.vectors.base import Fetch, VectorBackend
-from searchkit.vectors.factory import AUTO_FLAT_LIMIT, build, build_problem, empty, from_bytes, kind_of, resolve_description
+from searchkit.vectors.factory import AUTO_FLAT_LIMIT, build, build_problem, empty, kind_of, load, resolve_description
 from searchkit.vectors.flat import FlatBackend
 from searchkit.vectors.hnsw import HNSWBackend
 from searchkit.vectors.ivf import IVFBackend
@@ -21,7 +21,7 @@ __all__ = [
     "build",
     "build_problem",
     "empty",
-    "from_bytes",
     "kind_of",
+    "load",
     "resolve_description",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -191,5 +192,6 @@ class VectorBackend(ABC):
         ids[:, :top] = candidates[order]
         return scores, ids
 
-    def to_bytes(self) -> bytes:
-        return faiss.serialize_index(self.index).tobytes()
+    def write(self, path: Path) -> None:
+        """Write the FAISS index to ``path`` directly (no in-memory copy of a possibly large index)."""
+        faiss.write_index(self.index, str(path))

@@ -8,6 +8,7 @@ for a collection of a given size, and :func:`build` makes the backend that owns 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -20,7 +21,7 @@ from searchkit.vectors.flat import FlatBackend
 from searchkit.vectors.hnsw import HNSWBackend
 from searchkit.vectors.ivf import IVFBackend, training_problem
 
-__all__ = ["AUTO_FLAT_LIMIT", "resolve_description", "kind_of", "empty", "build", "build_problem", "from_bytes"]
+__all__ = ["AUTO_FLAT_LIMIT", "resolve_description", "kind_of", "empty", "build", "build_problem", "load"]
 
 # `auto` keeps exact search up to this many vectors (about 60 ms a query at 2 cores), HNSW above.
 AUTO_FLAT_LIMIT = 300_000
@@ -81,15 +82,15 @@ def build(dimension: int, description: str, ids: np.ndarray, vectors: np.ndarray
     return backend
 
 
-def from_bytes(dimension: int, description: str, data: bytes, state: dict[str, Any]) -> VectorBackend:
-    """A backend read back from :meth:`VectorBackend.to_bytes` and :meth:`VectorBackend.state`.
+def load(dimension: int, description: str, path: Path, state: dict[str, Any]) -> VectorBackend:
+    """A backend read back from what :meth:`VectorBackend.write` and :meth:`VectorBackend.state` saved.
 
-    Raises ValueError when the bytes are not a FAISS index of the expected shape.
+    Raises ValueError when the file is not a FAISS index of the expected kind and shape.
     """
     try:
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = faiss.read_index(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"not a FAISS index ({exc})") from exc
+        raise ValueError(f"not a readable FAISS index ({str(exc).strip().splitlines()[-1]})") from exc
     cls = _backend_class(description)
     expected = faiss.IndexIVF if cls is IVFBackend else faiss.IndexIDMap2
     if index.d != dimension or not isinstance(index, expected):
