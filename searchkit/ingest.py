@@ -186,7 +186,6 @@ class Ingestor:
         report.updated += len(replaced) + len(metadata_only)
         report.chunks_added += len(new_ids)
         report.chunks_removed += len(removed)
-        bar.set_postfix_str(f"{report.chunks_added:,} chunks", refresh=False)
 
     def _chunk(self, batch: list[Document]) -> list[list[StoredChunk]]:
         """Token-aware chunks of each document, as spans of its text."""

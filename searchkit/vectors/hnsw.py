@@ -14,26 +14,18 @@ from typing import Any
 import faiss
 import numpy as np
 
-from searchkit.vectors.base import VectorBackend
+from searchkit.vectors.flat import IDMapBackend
 
 __all__ = ["HNSWBackend", "REBUILD_SHARE"]
 
 REBUILD_SHARE = 0.1
 
 
-class HNSWBackend(VectorBackend):
+class HNSWBackend(IDMapBackend):
     def __init__(self, dimension: int, description: str, index: faiss.Index) -> None:
         super().__init__(dimension, description, index)
         self.masked: set[int] = set()
         self._masked_array: np.ndarray | None = None
-
-    @classmethod
-    def empty(cls, dimension: int, description: str) -> HNSWBackend:
-        inner = faiss.index_factory(dimension, description, faiss.METRIC_INNER_PRODUCT)
-        return cls(dimension, description, faiss.IndexIDMap2(inner))
-
-    def held_ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
