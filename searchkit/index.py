@@ -112,7 +112,7 @@ class Index:
         self.embedder = embedder
         self.lock_timeout = lock_timeout
         self._state = state
-        self._retriever = Retriever(state.store, embedder, lambda: state.backend, state.config.model.dimension)
+        self._retriever = Retriever(state.store, embedder, lambda: state.backend, state.config.model.dimension, state.lock)
         self._reader: Reader | None = None
 
     @property

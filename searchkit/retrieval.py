@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from enum import Enum
+from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement
@@ -123,14 +125,19 @@ Ranking = list[tuple[int, float]]
 class Retriever:
     """Ranks chunks for queries: dense through the vector backend, lexical through FTS5, hybrid by fusing both.
 
-    ``backend`` is a callable because the index swaps its backend on reindex and repair.
+    ``backend`` is a callable because the index swaps its backend on reindex and repair;
+    searches through it hold ``lock``, which every change to the backend holds too.
     """
 
-    def __init__(self, store: Store, embedder: Embedder, backend: Callable[[], VectorBackend], dimension: int) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, backend: Callable[[], VectorBackend], dimension: int,
+        lock: AbstractContextManager[Any],
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.backend = backend
         self.dimension = dimension
+        self.lock = lock
 
     def rank(
         self,
@@ -157,9 +164,10 @@ class Retriever:
     def nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
         """The ``k`` nearest chunks to each query vector among those matching ``condition``."""
         allowed = None if condition is None else self.store.chunk_ids_where(condition)
-        scores, ids = self.backend().search(
-            queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, self.dimension)
-        )
+        with self.lock:
+            scores, ids = self.backend().search(
+                queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, self.dimension)
+            )
         return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
 
     def lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:

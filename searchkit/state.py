@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -212,6 +213,10 @@ class IndexState:
         self.backend: VectorBackend = empty(config.model.dimension)
         self.generation = -1
         self.notices: list[str] = []
+        # Threads of one process share the backend: changes to it, and searches through it,
+        # hold this lock (a search never sees a half-applied batch; FAISS is not safe to
+        # search while it is being changed).
+        self.lock = threading.RLock()
 
     @property
     def dimension(self) -> int:
@@ -269,23 +274,25 @@ class IndexState:
         Chunk ids are never reused and a chunk's embedding never changes, so the
         difference between the id sets is exactly what to add and remove.
         """
-        generation = self.store.generation()
-        if generation == self.generation:
-            return
-        stored_ids = self.store.all_chunk_ids()
-        held_ids = self.backend.ids()
-        self.backend.remove(np.setdiff1d(held_ids, stored_ids, assume_unique=True))
-        missing = np.setdiff1d(stored_ids, held_ids, assume_unique=True)
-        if len(missing):
-            ids, vectors = self.store.embeddings_for(missing, self.dimension)
-            self.backend.add(ids, vectors)
-        self.generation = generation
+        with self.lock:
+            generation = self.store.generation()
+            if generation == self.generation:
+                return
+            stored_ids = self.store.all_chunk_ids()
+            held_ids = self.backend.ids()
+            self.backend.remove(np.setdiff1d(held_ids, stored_ids, assume_unique=True))
+            missing = np.setdiff1d(stored_ids, held_ids, assume_unique=True)
+            if len(missing):
+                ids, vectors = self.store.embeddings_for(missing, self.dimension)
+                self.backend.add(ids, vectors)
+            self.generation = generation
 
     def apply(self, removed: np.ndarray, new_ids: np.ndarray, vectors: np.ndarray, generation: int) -> None:
         """Record one batch the store has committed (the caller holds the lock and was in step before it)."""
-        self.backend.remove(removed)
-        self.backend.add(new_ids, vectors)
-        self.generation = generation
+        with self.lock:
+            self.backend.remove(removed)
+            self.backend.add(new_ids, vectors)
+            self.generation = generation
 
     def _stored(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Every stored (ids, vectors), from one consistent read, and the generation they are at."""
@@ -336,21 +343,24 @@ class IndexState:
         An empty index takes the setting and searches exactly until there is enough to
         train on; the first ingest that brings enough builds the kind asked for.
         """
-        resolve_description(vectors_config.description, len(self.backend), self.dimension)  # validates early
-        if self.store.counts()[1] == 0:  # nothing to train on yet: exact search until there is
-            vectors_config_now = replace(vectors_config, description="Flat")
-            backend, generation = self._build(vectors_config_now)
-            self._configure(backend, vectors_config)
-        else:
-            backend, generation = self._build(vectors_config)
-        self.config = replace(self.config, vectors=vectors_config)
-        self.backend, self.generation = backend, generation
-        self.save()
+        with self.lock:
+            resolve_description(vectors_config.description, len(self.backend), self.dimension)  # validates early
+            if self.store.counts()[1] == 0:  # nothing to train on yet: exact search until there is
+                vectors_config_now = replace(vectors_config, description="Flat")
+                backend, generation = self._build(vectors_config_now)
+                self._configure(backend, vectors_config)
+            else:
+                backend, generation = self._build(vectors_config)
+            self.config = replace(self.config, vectors=vectors_config)
+            self.backend, self.generation = backend, generation
+            self.save()
 
     def save(self) -> None:
         """Write the state (the caller holds the write lock); rebuild first if the backend asks for it."""
-        if not self.directory.locked_here:
-            raise RuntimeError("IndexState.save needs the write lock")
-        if self.backend.needs_rebuild or self._wants_other_kind():
-            self._rebuild()
-        self.directory.write(self.config, self.backend, self.generation, self.store.counts())
+        with self.lock:
+            if not self.directory.locked_here:
+                raise RuntimeError("IndexState.save needs the write lock")
+            if self.backend.needs_rebuild or self._wants_other_kind():
+                self._rebuild()
+            self.directory.write(self.config, self.backend, self.generation, self.store.counts())
+

@@ -127,3 +127,22 @@ def test_writes_wait_for_the_lock_only_as_long_as_asked(vectors_index, embedder)
             waiting.delete(["v1"])
         assert waiting.search_vectors(unit_vectors(1), k=1)[0], "readers never wait for the lock"
     assert waiting.delete(["v1"]).deleted == ["v1"]
+
+
+def test_threads_search_one_index_while_another_object_writes(vectors_index, embedder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    index, vectors = vectors_index
+    writer = Index.open(index.path, model=embedder)
+    extra = unit_vectors(60, seed=9)
+
+    def search(row: int) -> list[str]:
+        return [h.doc_id for h in index.search_vectors(vectors[row % 300][None, :], k=3)[0]]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pending = [pool.submit(search, row) for row in range(300)]
+        for start in range(0, 60, 10):
+            writer.add([Document(f"x{i}", f"extra {i}") for i in range(start, start + 10)], embeddings=extra[start:start + 10])
+        results = [future.result() for future in pending]
+    assert all(len(ids) == 3 and ids[0] == f"v{row % 300}" for row, ids in enumerate(results))
+    assert index.search_vectors(extra[59:60], k=1)[0][0].doc_id == "x59", "the reader caught up with the writer"
