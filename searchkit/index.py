@@ -10,7 +10,7 @@ lifecycle, add, delete, reindex, search, ask and info.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
@@ -27,7 +27,7 @@ from searchkit.errors import ConfigError, ModelMismatchError, QueryError, Search
 from searchkit.filters import Where, compile_where
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, Retriever
+from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
@@ -363,7 +363,7 @@ class Index:
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
             read = self.reader.read_batch(list(queries), passages)
             return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
-        return self._hits(self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight))
+        return self._hits(lambda: self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight))
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself (one row per query, the index's dimension).
@@ -381,24 +381,30 @@ class Index:
         check_k(k)
         condition = self._condition(where)
         self._state.refresh()
-        return self._hits(self._retriever.nearest(queries, k, condition))
+        return self._hits(lambda: self._retriever.nearest(queries, k, condition))
 
     def _condition(self, where: Where | None) -> ColumnElement[bool] | None:
         """The compiled filter; the store's field types are read only when there is one."""
         return compile_where(where, self.store.field_types()) if where else None
 
-    def _hits(self, rankings: Sequence[Sequence[tuple[int, float]]]) -> list[list[Hit]]:
-        rows = self.store.chunk_rows(sorted({chunk_id for ranking in rankings for chunk_id, _ in ranking}))
-        results = []
-        for ranking in rankings:
-            hits: list[Hit] = []
-            for chunk_id, score in ranking:
-                row = rows.get(chunk_id)
-                if row is not None:  # deleted by another writer since the vectors were loaded
-                    hits.append(Hit(len(hits) + 1, score, row.doc_id, row.chunk_id, row.title,
-                                    row.text, row.start, row.end, row.metadata))
-            results.append(hits)
-        return results
+    def _hits(self, rank: Callable[[], list[Ranking]], attempts: int = 3) -> list[list[Hit]]:
+        """Hits with their text for the rankings ``rank`` makes.
+
+        Another process may delete a chunk between ranking and reading its text; the
+        ranking is then made again from the new state rather than returning fewer hits.
+        """
+        for _ in range(attempts):
+            rankings = rank()
+            rows = self.store.chunk_rows(sorted({chunk_id for ranking in rankings for chunk_id, _ in ranking}))
+            if all(chunk_id in rows for ranking in rankings for chunk_id, _ in ranking):
+                break
+            self._state.refresh()
+        return [
+            [Hit(rank, score, row.doc_id, row.chunk_id, row.title, row.text, row.start, row.end, row.metadata)
+             for rank, (chunk_id, score) in enumerate(((c, s) for c, s in ranking if c in rows), start=1)
+             for row in [rows[chunk_id]]]
+            for ranking in rankings
+        ]
 
     # Answering
 

@@ -124,3 +124,30 @@ def test_vector_index_build_trains_on_the_data() -> None:
     built.nprobe = built.index.nlist  # probe every list: exact
     scores, ids = built.search(vectors[:5], 1)
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_row_still_short_after_the_widest_search_is_answered_exactly(byo_index, monkeypatch) -> None:
+    import searchkit.vectors.base as base
+
+    index, vectors = byo_index
+    index.reindex("HNSW16", ef_search=1)
+    index.delete([f"v{i}" for i in range(0, 50)])  # masked, below the rebuild threshold
+    monkeypatch.setattr(base, "MAX_WIDENING", 1)  # no widening: only the exact fallback can fill a row
+    hits = index.search_vectors(vectors[:20], k=40, where={"even": False})
+    assert all(len(row) == 40 for row in hits)
+    assert all(int(h.doc_id[1:]) % 2 == 1 and int(h.doc_id[1:]) >= 50 for row in hits for h in row)
+
+
+def test_a_chunk_deleted_between_ranking_and_reading_is_ranked_again(byo_index, monkeypatch) -> None:
+    index, vectors = byo_index
+    real_nearest = index._retriever.nearest
+    calls = []
+
+    def stale_once(queries, k, condition):
+        calls.append(k)
+        ranking = real_nearest(queries, k, condition)
+        return [[(10**9, 1.0)] + row[:-1] for row in ranking] if len(calls) == 1 else ranking
+
+    monkeypatch.setattr(index._retriever, "nearest", stale_once)
+    hits = index.search_vectors(vectors[:1], k=5)[0]
+    assert len(calls) == 2 and len(hits) == 5 and hits[0].doc_id == "v0"

@@ -138,7 +138,7 @@ class VectorBackend(ABC):
                     allowed = allowed[~np.isin(allowed, excluded)]
                 if len(allowed) <= max(EXACT_SUBSET_MIN, EXACT_SUBSET_SHARE * len(self)):
                     return self._exact_subset(queries, k, allowed, fetch)
-            return self._through_index(queries, k, allowed)
+            return self._through_index(queries, k, allowed, fetch)
 
     def _selector(self, allowed: np.ndarray | None) -> faiss.IDSelector | None:
         selector = None if allowed is None else faiss.IDSelectorBatch(_as_ids(allowed))
@@ -150,21 +150,28 @@ class VectorBackend(ABC):
         self._selector_alive = selector
         return selector
 
-    def _through_index(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _through_index(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, fetch: Fetch | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Search through the index; rows left short of k hits are searched again, wider.
 
         IVF probes only some lists and HNSW explores only part of its graph, so with
         deletes or a filter they can return fewer than k hits although k exist; widening
-        nprobe or efSearch (up to ``MAX_WIDENING`` times) fills them.
+        nprobe or efSearch (up to ``MAX_WIDENING`` times) fills them, and a row still
+        short after that is answered by exact search: never fewer hits than exist.
         """
         width = max(1, min(k, int(self.index.ntotal)))
         expected = min(width, len(self) if allowed is None else len(allowed))
         selector = self._selector(allowed)
         scores, ids = self.index.search(queries, width, params=self._params(selector, k, 1))
         widening = 1
-        while not self.exact and widening < MAX_WIDENING:
+        while not self.exact:
             short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
             if not len(short):
+                break
+            if widening >= MAX_WIDENING:
+                candidates = self.ids() if allowed is None else allowed
+                scores[short], ids[short] = self._exact_subset(queries[short], width, candidates, fetch)
                 break
             widening *= 4
             scores[short], ids[short] = self.index.search(queries[short], width, params=self._params(selector, k, widening))
