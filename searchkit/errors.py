@@ -14,6 +14,7 @@ __all__ = [
     "IndexCorruptError",
     "IndexLockedError",
     "ModelMismatchError",
+    "StoreWriteError",
     "QueryError",
     "FilterError",
     "ReaderError",
@@ -54,3 +55,7 @@ class FilterError(SearchkitError, ValueError):
 
 class ReaderError(SearchkitError):
     """A question-answering reader cannot be loaded or used (not a QA model, untrained head...)."""
+
+
+class StoreWriteError(SearchkitError):
+    """The index could not be written (disk full, file-size limit); what was committed before is intact."""

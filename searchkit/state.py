@@ -34,7 +34,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from searchkit.config import IndexConfig, VectorConfig
-from searchkit.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
+from searchkit.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, StoreWriteError
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend, build, build_problem, empty, kind_of, load, resolve_description
 
@@ -77,6 +77,13 @@ def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
         with temporary.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: FAISS reports a failed write so
+        temporary.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+        raise StoreWriteError(
+            f"cannot write {path} ({reason}); the previous file is intact. If the disk is full or a file-size "
+            "limit was reached, free some space and run the command again"
+        ) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -48,7 +48,7 @@ from sqlalchemy.types import UserDefinedType
 
 from searchkit.chunking import embedding_input
 from searchkit.document import Document
-from searchkit.errors import IndexCorruptError
+from searchkit.errors import IndexCorruptError, StoreWriteError
 
 __all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
 
@@ -202,6 +202,33 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+def _store_errors(path: Path) -> Any:
+    """A ``handle_error`` listener: SQLite failures a user must act on become clear SearchkitErrors.
+
+    A damaged file ("malformed", "not a database") cannot be repaired from anything else;
+    a full disk (or a file-size limit) loses nothing committed, since SQLite rolls the
+    transaction back. Both say so instead of surfacing as a driver traceback.
+    """
+
+    def translate(context: Any) -> None:
+        original = context.original_exception
+        if not isinstance(original, sqlite3.DatabaseError):
+            return
+        message = str(original)
+        if "disk is full" in message or "disk I/O error" in message:
+            raise StoreWriteError(
+                f"cannot write to {path} ({message}): the disk is full or a file-size limit was reached; "
+                "everything committed before is kept: free some space and run the command again"
+            ) from original
+        if "malformed" in message or "not a database" in message or "file is not a database" in message:
+            raise IndexCorruptError(
+                f"{path} is damaged ({message}); it is the index's source of truth and cannot be derived: "
+                "restore it from a backup, or build a new index from your documents"
+            ) from original
+
+    return translate
+
+
 class Store:
     """Documents and chunks in one SQLite file."""
 
@@ -211,6 +238,7 @@ class Store:
             raise IndexCorruptError(f"{path} is missing; the index is incomplete. Rebuild it with 'searchkit index'")
         self.engine: Engine = create_engine(f"sqlite:///{path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "handle_error", _store_errors(path))
         try:
             if create:
                 _schema.create_all(self.engine)
