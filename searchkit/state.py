@@ -183,6 +183,9 @@ class IndexDirectory:
             return f"the vector files are unreadable ({exc})"
         if int(state.get("count", -1)) != int(backend.index.ntotal):
             return f"{VECTORS_FILE} holds {backend.index.ntotal:,} vectors but {VECTORS_STATE_FILE} says {state.get('count')}"
+        # Files from before masks were saved may hold deleted HNSW vectors unmasked: treat
+        # them as lagging (generation -1), so the next refresh compares ids with the store.
+        generation = generation if "backend" in state else -1
         return backend, {"generation": generation, "requested": state.get("requested")}
 
     def write(self, config: IndexConfig, backend: VectorBackend, generation: int, counts: tuple[int, int]) -> None:
