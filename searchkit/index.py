@@ -29,12 +29,12 @@ from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, 
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
 from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
-from searchkit.store import Store
+from searchkit.store import Store, StoredDocument
 from searchkit.vectors import VectorBackend
 
 log = logging.getLogger("searchkit")
 
-__all__ = ["Index", "Hit", "IngestReport", "DeleteReport", "MANIFEST_FILE", "read_manifest"]
+__all__ = ["Index", "Hit", "IngestReport", "DeleteReport", "DocumentPage", "MANIFEST_FILE", "read_manifest"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -69,6 +69,18 @@ class DeleteReport:
     deleted: list[str]
     not_found: list[str]
     chunks_removed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of a document listing: how many documents match, and those from ``offset`` on (without text)."""
+
+    total: int
+    offset: int
+    documents: list[StoredDocument]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -455,6 +467,18 @@ class Index:
             "notices": self.notices,
             "size_bytes": {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()},
         }
+
+    def get(self, doc_id: str) -> StoredDocument | None:
+        """The stored document with this id (text, title, metadata, size), or None if there is none."""
+        return self.store.document(doc_id)
+
+    def documents(self, offset: int = 0, limit: int = 100, *, where: Where | None = None) -> DocumentPage:
+        """A page of the documents matching ``where``, in id order, without their text."""
+        for name, value in (("offset", offset), ("limit", limit)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
+        total, page = self.store.documents_page(offset, limit, self._condition(where))
+        return DocumentPage(total, offset, page)
 
     def __len__(self) -> int:
         return self.store.counts()[0]

@@ -50,7 +50,7 @@ from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError, StoreWriteError
 
-__all__ = ["Store", "StoredChunk", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
+__all__ = ["Store", "StoredChunk", "StoredDocument", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
 
 _schema = MetaData()
 
@@ -181,6 +181,19 @@ class ChunkRow:
     start: int
     end: int
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as the index holds it; ``text`` is None in listings, which leave the text out."""
+
+    doc_id: str
+    title: str
+    metadata: dict[str, Any]
+    chars: int
+    chunks: int
+    source: str
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -348,6 +361,26 @@ class Store:
                 for row in conn.execute(query.where(chunks.c.id.in_(batch))):
                     rows[row.id] = ChunkRow(row.id, row.doc_id, row.title, row.text, row.start, row.end, json.loads(row.meta))
         return rows
+
+    def document(self, doc_id: str) -> StoredDocument | None:
+        """The whole stored document with this id, text included, or None."""
+        query = _document_listing(documents.c.text).where(documents.c.doc_id == doc_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _stored_document(row, row.text)
+
+    def documents_page(
+        self, offset: int, limit: int, condition: ColumnElement[bool] | None = None
+    ) -> tuple[int, list[StoredDocument]]:
+        """(how many documents match ``condition``, the page of them from ``offset``), in id order, without text."""
+        count = select(func.count()).select_from(documents)
+        page = _document_listing().order_by(documents.c.doc_id).offset(offset).limit(limit)
+        if condition is not None:
+            count, page = count.where(condition), page.where(condition)
+        with self.engine.connect() as conn:  # one read transaction: the count and the page agree
+            total = int(conn.execute(count).scalar_one())
+            rows = conn.execute(page).all()
+        return total, [_stored_document(row) for row in rows]
 
     def chunk_ids_where(self, condition: ColumnElement[bool]) -> np.ndarray:
         with self.engine.connect() as conn:
@@ -517,6 +550,18 @@ class Store:
 
 def _chunks_where(condition: ColumnElement[bool]) -> Select[tuple[int]]:
     return select(chunks.c.id).join(documents, chunks.c.document_pk == documents.c.pk).where(condition)
+
+
+def _document_listing(*extra: Any) -> Select[Any]:
+    chunk_count = select(func.count()).where(chunks.c.document_pk == documents.c.pk).scalar_subquery()
+    return select(
+        documents.c.doc_id, documents.c.title, documents.c.meta, func.length(documents.c.text).label("chars"),
+        chunk_count.label("chunk_count"), documents.c.source, *extra,
+    )
+
+
+def _stored_document(row: Any, text_: str | None = None) -> StoredDocument:
+    return StoredDocument(row.doc_id, row.title, json.loads(row.meta), int(row.chars), int(row.chunk_count), row.source, text_)
 
 
 def _split_types(types: str) -> frozenset[str]:
