@@ -203,6 +203,7 @@ def check_index(
     index_types: Iterable[str],
     must_have: Iterable[str] = (),
     must_lack: Iterable[str] = (),
+    focus: Iterable[str] = (),
     probes: int = 3,
     rng: random.Random | None = None,
 ) -> list[Problem]:
@@ -211,7 +212,8 @@ def check_index(
     It must open; its counts of documents, chunks, full-text rows and vectors agree; each
     stored document has exactly the chunks a fresh ingest gives it (none half-present); the
     documents in ``must_have`` are there and those in ``must_lack`` are not, in the store
-    and in search results; a search for a present document's text returns it first.
+    and in search results; a search for a present document's text returns it first. The
+    searches probe the documents in ``focus`` (what the command touched) where it can.
     """
     rng = rng or random.Random(0)
     try:
@@ -253,14 +255,15 @@ def check_index(
         if family(info["vector_index"]) not in kinds:
             problems.append(Problem("index_type", f"vector index {info['vector_index']}, expected {sorted(kinds)}"))
         present = sorted(store.documents)
-        for doc_id in rng.sample(present, min(probes, len(present))):
+        touched = sorted(set(focus) & set(present)) or present
+        for doc_id in rng.sample(touched, min(probes, len(touched))):
             hits = index.search(store.documents[doc_id], k=3)
             if not hits or hits[0].doc_id != doc_id:
                 problems.append(Problem("search", f"its own text finds {[h.doc_id for h in hits]}, not {doc_id}"))
             gone = [h.doc_id for h in hits if h.doc_id not in store.documents]
             if gone:
                 problems.append(Problem("search", f"hits for documents not in the store: {gone}"))
-        absent = sorted(set(must_lack) - set(store.documents))
+        absent = sorted((set(must_lack) | set(focus)) - set(store.documents))
         for doc_id in rng.sample(absent, min(probes, len(absent))):
             hits = index.search(reference.documents[doc_id], k=3)
             if doc_id in {h.doc_id for h in hits}:
@@ -416,7 +419,7 @@ def kill_round(
     for plan in plans:
         plan.run.problems += map(str, check_index(
             plan.path, embedder, reference, index_types=[plan.start_type, plan.run.index_type],
-            must_have=plan.must_have, must_lack=plan.must_lack, rng=rng))
+            must_have=plan.must_have, must_lack=plan.must_lack, focus=plan.targets, rng=rng))
     if rerun_with_cli:  # the reruns are processes too: overlap them
         with ThreadPoolExecutor(len(plans)) as pool:
             reruns = list(pool.map(lambda plan: rerun(plan, embedder, texts, True), plans))
@@ -428,7 +431,7 @@ def kill_round(
         final_have = sorted(set(texts) - set(final_lack))
         plan.run.rerun_problems += map(str, check_index(
             plan.path, embedder, reference, index_types=[plan.run.index_type], must_have=final_have,
-            must_lack=final_lack, rng=rng))
+            must_lack=final_lack, focus=plan.targets, rng=rng))
         shutil.rmtree(plan.path, ignore_errors=True)
     return [plan.run for plan in plans]
 
