@@ -8,6 +8,7 @@ no model and no torch: embedders load their model on first use.
 from importlib.metadata import PackageNotFoundError, version
 
 from searchkit.cache import CachedEmbedder
+from searchkit.client import Client, ServerError
 from searchkit.config import ChunkingConfig, IndexConfig, ModelIdentity, VectorConfig
 from searchkit.datasets import BeirDataset, DatasetError, DatasetProblem, load_beir
 from searchkit.document import Document, Problem
@@ -25,12 +26,13 @@ from searchkit.errors import (
     SearchkitError,
 )
 from searchkit.evaluation import EvalResult, EvalSetting, evaluate_index, evaluate_open_domain, evaluate_settings
-from searchkit.index import DeleteReport, Hit, Index, IngestReport
+from searchkit.index import DeleteReport, DocumentPage, Hit, Index, IngestReport
 from searchkit.metrics import Evaluation, evaluate_run
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, SpanReader, load_reader
 from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import FieldMap, SourceOptions, Sources, read_sources
 from searchkit.squad import SquadData, SquadError, load_squad
+from searchkit.store import StoredDocument
 from searchkit.training import TrainReport, train_reader
 
 try:
@@ -43,10 +45,12 @@ __all__ = [
     "BeirDataset",
     "CachedEmbedder",
     "ChunkingConfig",
+    "Client",
     "ConfigError",
     "DatasetError",
     "DatasetProblem",
     "DeleteReport",
+    "DocumentPage",
     "Document",
     "Embedder",
     "EvalResult",
@@ -74,9 +78,11 @@ __all__ = [
     "SearchkitError",
     "SentenceReader",
     "SentenceTransformerEmbedder",
+    "ServerError",
     "SourceOptions",
     "Sources",
     "SpanReader",
+    "StoredDocument",
     "SquadData",
     "SquadError",
     "TrainReport",

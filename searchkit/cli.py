@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from searchkit.evaluation import (
     parse_variant,
     write_report,
 )
+from searchkit.client import Client
 from searchkit.index import Hit, Index
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, IngestReport
 from searchkit.reader import ANSWER_MARKERS, Reader, load_reader
@@ -141,6 +143,17 @@ ReaderOption = Annotated[
 ]
 FusionOption = Annotated[
     Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server", metavar="URL",
+        help="Ask a running `searchkit serve` (such as http://127.0.0.1:8000) instead of opening an index here.",
+    ),
+]
+SearchIndexOption = Annotated[
+    Path | None,
+    typer.Option("--index", "-i", metavar="DIR", help="Index directory (or --server URL).", show_default=False),
 ]
 
 # Terminal control: OSC (to BEL or ST), CSI, any other escape, and C0/C1 controls but tab and newline.
@@ -303,7 +316,7 @@ def print_ingest_report(report: IngestReport, index: Path) -> None:
 @user_errors
 def search_command(
     query: Annotated[str, typer.Argument(metavar="QUERY", help="What to search for, in plain words.", show_default=False)],
-    index: IndexOption,
+    index: SearchIndexOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
     where: WhereOption = None,
     mode: ModeOption = Mode.DENSE,
@@ -311,13 +324,18 @@ def search_command(
     rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
     reader: ReaderOption = None,
     model: ModelOption = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Search an index and print the best-matching chunks."""
-    with Index.open(index, model=model) as opened:
-        if rerank:
-            use_reader(opened, reader)
-        hits = opened.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
+    if use_server(index, server, model=model, reader=explicit_reader(reader)):
+        with Client(server) as client:
+            hits = client.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
+    else:
+        with Index.open(index, model=model) as opened:
+            if rerank:
+                use_reader(opened, reader)
+            hits = opened.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
     if as_json:
         typer.echo(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
     elif not hits:
@@ -325,6 +343,21 @@ def search_command(
     else:
         for hit in hits:
             print_hit(hit)
+
+
+def use_server(index: Path | None, server: str | None, **local_only: object) -> bool:
+    """Whether a command asks a server (``--server``) rather than an index here (``--index``); one is needed."""
+    if (index is None) == (server is None):
+        raise ConfigError("give --index DIR to search an index here, or --server URL to ask a running searchkit serve")
+    given = [f"--{name}" for name, value in local_only.items() if value is not None]
+    if server is not None and given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --server: the server uses its own")
+    return server is not None
+
+
+def explicit_reader(reader: str | None) -> str | None:
+    """``--reader`` when typed, None when it only comes from SEARCHKIT_READER (a server has its own reader)."""
+    return None if reader == os.environ.get("SEARCHKIT_READER") else reader
 
 
 def print_hit(hit: Hit, width: int = 300) -> None:
@@ -356,19 +389,24 @@ def use_reader(index: Index, spec: str | None) -> None:
 @user_errors
 def ask_command(
     question: Annotated[str, typer.Argument(metavar="QUESTION", help="A question in plain words.", show_default=False)],
-    index: IndexOption,
+    index: SearchIndexOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of answers.")] = 5,
     candidates: Annotated[int, typer.Option(min=1, help="Chunks retrieved and read.")] = 20,
     where: WhereOption = None,
     mode: ModeOption = Mode.DENSE,
     reader: ReaderOption = None,
     model: ModelOption = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the index: retrieve passages, read them, print the best answer spans."""
-    with Index.open(index, model=model) as opened:
-        use_reader(opened, reader)
-        answers = opened.ask(question, k, where=where or None, mode=mode, candidates=candidates)
+    if use_server(index, server, model=model, reader=explicit_reader(reader)):
+        with Client(server) as client:
+            answers = client.ask(question, k, where=where or None, mode=mode, candidates=candidates)
+    else:
+        with Index.open(index, model=model) as opened:
+            use_reader(opened, reader)
+            answers = opened.ask(question, k, where=where or None, mode=mode, candidates=candidates)
     if as_json:
         typer.echo(json.dumps([answer.to_dict() for answer in answers], indent=2, ensure_ascii=False))
     elif not answers:
@@ -660,6 +698,58 @@ def parse_cutoffs(text: str) -> list[int]:
     if not cutoffs or cutoffs[0] < 1:
         raise ConfigError(f"--k takes comma-separated positive integers like 1,3,10,100, got {text!r}")
     return cutoffs
+
+
+@command("serve")
+@user_errors
+def serve_command(
+    index: IndexOption,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    allow_writes: Annotated[
+        bool, typer.Option("--allow-writes", help="Allow adding and deleting documents through the API.")
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="SEARCHKIT_API_KEY", metavar="KEY", help="Key that writes must send (Authorization: Bearer KEY)."),
+    ] = None,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option(metavar="ORIGIN", help="Origin allowed to call the API from a browser, such as https://intranet.example (repeatable) [default: none]."),
+    ] = None,
+    max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = 100,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")] = 10.0,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", metavar="SECONDS", min=0, help="How long a write waits for another writer before it is refused (423)."),
+    ] = 10.0,
+    reader: ReaderOption = None,
+    model: ModelOption = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Serve an index over HTTP: a REST API (docs at /docs), a search page at /, for `--server` and searchkit.Client.
+
+    The model is loaded once; searches run concurrently, and documents added by another
+    process (`searchkit index`) are searched at once, without a restart.
+    """
+    from searchkit.server import ServerSettings, bind_is_local, serve
+
+    if allow_writes and not api_key and not bind_is_local(host):
+        typer.secho(
+            f"warning: anyone who can reach {printable(host)}:{port} can change this index; set --api-key",
+            err=True, fg=typer.colors.YELLOW,
+        )
+    settings = ServerSettings(
+        allow_writes=allow_writes, api_key=api_key or None, cors_origins=tuple(cors or ()), max_k=max_k,
+        max_body_bytes=int(max_body_mb * 2**20),
+    )
+    with Index.open(index, model=model, lock_timeout=wait) as opened:
+        use_reader(opened, reader)
+        typer.echo(
+            f"serving {printable(index)} ({len(opened):,} documents) on http://{printable(host)}:{port}"
+            f" (writes {'on' if allow_writes else 'off'})", err=True,
+        )
+        serve(opened, host, port, settings, access_log=access_log)
 
 
 class _NoticeHandler(logging.Handler):

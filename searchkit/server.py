@@ -206,6 +206,10 @@ class AddRequest(_Strict):
     max_document_chars: int | None = Field(None, ge=1)
 
 
+class DeleteRequest(_Strict):
+    ids: list[str] = Field(max_length=100_000)
+
+
 class ProblemModel(BaseModel):
     where: str
     reason: str
@@ -472,6 +476,12 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
         with one_writer():
             report = index.add(records, **options)
         return IngestResult(**{name: value for name, value in asdict(report).items() if name in IngestResult.model_fields})
+
+    @app.post("/documents/delete", tags=["documents"], dependencies=[Depends(may_write)])
+    def delete_documents(request: DeleteRequest) -> DeleteResult:
+        """Remove documents by id; ids not in the index are listed in `not_found`, not errors."""
+        with one_writer():
+            return DeleteResult(**index.delete(request.ids).to_dict())
 
     @app.delete("/documents/{doc_id:path}", tags=["documents"], dependencies=[Depends(may_write)])
     def delete_document(doc_id: str) -> DeleteResult:
