@@ -503,6 +503,10 @@ def check_query(query: object) -> str:
         raise QueryError(f"a query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise QueryError("the query is empty; type some words to search for")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError(f"the query is not valid text ({exc.reason} at character {exc.start})") from None
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(
             f"the query is {len(query):,} characters, over the limit of {MAX_QUERY_CHARS:,}; "

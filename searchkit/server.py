@@ -68,6 +68,7 @@ MAX_BATCH_QUERIES = 64
 MAX_PAGE = 1000
 # Chunks fetched per wanted document when hits are grouped by document.
 GROUP_DEPTH = 5
+GROUP_MAX_CHUNKS = 10_000
 SNIPPET_CHARS = 240
 
 # The status of each library error; the first class in this order that matches wins.
@@ -379,11 +380,17 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
     def search_results(queries: list[str], request: SearchRequest) -> list[SearchResult]:
         check_k(request.k)
         started = time.perf_counter()
-        depth = min(request.k * GROUP_DEPTH, settings.max_k * GROUP_DEPTH) if request.group else request.k
-        batches = index.search_batch(
-            queries, depth, where=_where(request.where), mode=request.mode, fusion=request.fusion,
-            hybrid_weight=request.hybrid_weight, rerank=request.rerank,
-        )
+        depth = request.k * GROUP_DEPTH if request.group else request.k
+        while True:
+            batches = index.search_batch(
+                queries, depth, where=_where(request.where), mode=request.mode, fusion=request.fusion,
+                hybrid_weight=request.hybrid_weight, rerank=request.rerank,
+            )
+            # Grouped, a few long documents can fill the chunks fetched: fetch deeper until k documents or no more.
+            short = [len({hit.doc_id for hit in hits}) < request.k and len(hits) == depth for hits in batches]
+            if not request.group or not any(short) or depth >= GROUP_MAX_CHUNKS:
+                break
+            depth = min(depth * 4, GROUP_MAX_CHUNKS)
         took = (time.perf_counter() - started) * 1000
         return [_result(query, hits, request, took) for query, hits in zip(queries, batches)]
 
@@ -621,7 +628,9 @@ def _install_errors(app: FastAPI) -> None:
 
 def _describe(error: Mapping[str, Any]) -> str:
     """One pydantic error as 'where: what', with the body/query prefix dropped."""
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    location = [str(part) for part in error.get("loc", ())]
+    if location and location[0] in ("body", "query", "path", "header"):
+        location = location[1:]
     message = str(error.get("msg", "invalid"))
     if error.get("type") == "json_invalid":
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
