@@ -135,9 +135,11 @@ class Client:
     ) -> IngestReport:
         """Add or update documents, ``batch_size`` per request; one report for all, as :meth:`searchkit.Index.add`."""
         report = IngestReport()
+        sent = 0
         for batch in _batches(documents, batch_size, report):
-            body = {"documents": batch, "max_document_chars": max_document_chars}
+            body = {"documents": batch, "max_document_chars": max_document_chars, "offset": sent}
             _merge(report, self._call("POST", "/documents", json=body))
+            sent += len(batch)
         return report
 
     def delete(self, doc_ids: Sequence[str]) -> DeleteReport:

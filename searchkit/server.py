@@ -205,6 +205,7 @@ class AskResult(BaseModel):
 class AddRequest(_Strict):
     documents: list[Any] = Field(description="Records like {\"id\": ..., \"text\": ..., \"title\": ..., other fields: metadata}.")
     max_document_chars: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0, description="Position of the first record in the sender's whole input, for problem reports.")
 
 
 class DeleteRequest(_Strict):
@@ -478,7 +479,7 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/documents", tags=["documents"], dependencies=[Depends(may_write)])
     def add_documents(request: AddRequest) -> IngestResult:
         """Add or update documents, as `searchkit index` does: unchanged ones are skipped, bad ones reported."""
-        records = [_record(i, item) for i, item in enumerate(request.documents)]
+        records = [_record(i, item) for i, item in enumerate(request.documents, start=request.offset)]
         options = {} if request.max_document_chars is None else {"max_document_chars": request.max_document_chars}
         with one_writer():
             report = index.add(records, **options)
