@@ -6,10 +6,14 @@ const $ = (id) => document.getElementById(id);
 const form = $("search");
 let fields = {};
 
+// Control characters (terminal escapes, say) have no business on a page: shown as nothing.
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+const clean = (text) => String(text).replace(CONTROL, "");
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
+  if (text !== undefined) node.textContent = clean(text);
   return node;
 }
 
@@ -69,10 +73,10 @@ function marked(text, highlights) {
   let at = 0;
   for (const [start, end] of highlights) {
     if (start < at) continue;
-    node.append(text.slice(at, start), el("mark", "", text.slice(start, end)));
+    node.append(clean(text.slice(at, start)), el("mark", "", text.slice(start, end)));
     at = end;
   }
-  node.append(text.slice(at));
+  node.append(clean(text.slice(at)));
   return node;
 }
 
@@ -134,12 +138,13 @@ async function ask(params) {
     const [before, rest] = best.context.split("«", 2);
     const [answer, after] = (rest || "").split("»", 2);
     const context = el("p", "context");
-    context.append(before || "", el("mark", "", answer || best.answer), after || "");
+    context.append(clean(before || ""), el("mark", "", answer || best.answer), clean(after || ""));
     const source = el("a", "source", best.title || best.doc_id);
     source.href = `/?${new URLSearchParams({ doc: best.doc_id, start: best.start, end: best.end })}`;
     const footer = el("p", "muted");
     footer.append("from ", source, ` · score ${best.score.toFixed(3)}`);
-    panel.replaceChildren(el("h2", "", "Answer"), el("p", "answer-text", best.answer), context, footer);
+    const alone = !(before || "").trim() && !(after || "").trim();  // the context adds nothing to the answer
+    panel.replaceChildren(el("h2", "", "Answer"), el("p", "answer-text", best.answer), ...(alone ? [] : [context]), footer);
   } catch (error) {
     panel.replaceChildren(el("p", "muted", `No answer: ${error.message}`));
   }
@@ -157,9 +162,9 @@ async function showDocument(params) {
     const start = Number(params.get("start")), end = Number(params.get("end"));
     const text = el("div", "text");
     if (Number.isInteger(start) && Number.isInteger(end) && end > start && params.has("start")) {
-      text.append(doc.text.slice(0, start), el("mark", "", doc.text.slice(start, end)), doc.text.slice(end));
+      text.append(clean(doc.text.slice(0, start)), el("mark", "", doc.text.slice(start, end)), clean(doc.text.slice(end)));
     } else {
-      text.textContent = doc.text;
+      text.textContent = clean(doc.text);
     }
     const back = el("a", "link", "← back");
     back.href = "#";
@@ -238,7 +243,11 @@ async function start() {
   form.addEventListener("submit", (event) => { event.preventDefault(); submit(); });
   $("mode").addEventListener("change", submit);
   $("group").addEventListener("change", submit);
-  $("filters").addEventListener("change", submit);
+  // A filter applies once it has a value; choosing its field first must not drop the half-made row.
+  $("filters").addEventListener("change", (event) => {
+    const row = event.target.closest(".filter");
+    if (row && row.querySelector(".value").value.trim()) submit();
+  });
   $("add-filter").addEventListener("click", () => addFilter().querySelector(".value").focus());
   window.addEventListener("popstate", render);
   render();
