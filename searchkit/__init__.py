@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from searchkit.cache import CachedEmbedder
 from searchkit.client import Client, ServerError
-from searchkit.config import ChunkingConfig, IndexConfig, ModelIdentity, VectorConfig
+from searchkit.config import ChunkingConfig, IndexConfig, ModelIdentity, SearchConfig, VectorConfig
 from searchkit.datasets import BeirDataset, DatasetError, DatasetProblem, load_beir
 from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, SentenceTransformerEmbedder, load_embedder
@@ -86,6 +86,7 @@ __all__ = [
     "SquadData",
     "SquadError",
     "TrainReport",
+    "SearchConfig",
     "VectorConfig",
     "evaluate_index",
     "evaluate_open_domain",

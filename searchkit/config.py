@@ -20,6 +20,7 @@ __all__ = [
     "ModelIdentity",
     "ChunkingConfig",
     "VectorConfig",
+    "SearchConfig",
     "IndexConfig",
     "check_description",
 ]
@@ -124,12 +125,41 @@ class VectorConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """How the index ranks when a search does not say: what ``searchkit tune`` writes.
+
+    ``mode``, ``fusion`` and ``hybrid_weight`` (the dense share of a weighted fusion) are
+    the defaults of every search; ``k1`` and ``b`` are BM25's term-frequency saturation and
+    length normalisation for lexical and hybrid searches. k1 = 0.9, b = 0.4 are Anserini's
+    defaults, at or above the reference BM25 on every collection measured
+    (``benchmarks/results/lexical_beir.md``).
+    """
+
+    mode: str = "dense"
+    fusion: str = "weighted"
+    hybrid_weight: float = 0.5
+    k1: float = 0.9
+    b: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dense", "lexical", "hybrid"):
+            raise ConfigError(f"search.mode must be dense, lexical or hybrid, got {self.mode!r}")
+        if self.fusion not in ("weighted", "rrf"):
+            raise ConfigError(f"search.fusion must be weighted or rrf, got {self.fusion!r}")
+        if not 0.0 <= self.hybrid_weight <= 1.0:
+            raise ConfigError(f"search.hybrid_weight must be between 0 and 1, got {self.hybrid_weight}")
+        if not 0.0 <= self.k1 <= 10.0 or not 0.0 <= self.b <= 1.0:
+            raise ConfigError(f"search.k1 must be between 0 and 10 and search.b between 0 and 1, got {self.k1} and {self.b}")
+
+
+@dataclass(frozen=True)
 class IndexConfig:
     """Everything that decides what an index contains, as data."""
 
     model: ModelIdentity
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     vectors: VectorConfig = field(default_factory=VectorConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -146,12 +176,12 @@ class IndexConfig:
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
         """Rebuild a config from ``to_dict`` output.
 
-        Unknown keys and a missing model are errors; missing chunking or vector sections
+        Unknown keys and a missing model are errors; missing chunking, vector or search sections
         take their defaults, so older manifests written before a section existed still open.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"invalid index configuration: expected an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"model", "chunking", "vectors", "schema_version"})
+        unknown = sorted(set(data) - {"model", "chunking", "vectors", "search", "schema_version"})
         if unknown:
             raise ConfigError(f"invalid index configuration: unknown keys {', '.join(map(repr, unknown))}")
         try:
@@ -165,6 +195,7 @@ class IndexConfig:
                 model=ModelIdentity(**data["model"]),
                 chunking=ChunkingConfig(**data.get("chunking", {})),
                 vectors=VectorConfig(**data.get("vectors", {})),
+                search=SearchConfig(**data.get("search", {})),
                 schema_version=version,
             )
         except (KeyError, TypeError) as exc:

@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import ColumnElement
 
-from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig, ModelIdentity
+from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig, ModelIdentity, SearchConfig
 from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError, ModelMismatchError, QueryError, SearchkitError
 from searchkit.filters import Where, compile_where
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode, Ranking, Retriever
+from searchkit.retrieval import Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
 from searchkit.store import Store, StoredDocument
 from searchkit.vectors import VectorBackend
@@ -295,6 +295,11 @@ class Index:
             self._state.reconfigure(wanted)
         return len(self.vectors)
 
+    def configure_search(self, settings: SearchConfig) -> None:
+        """Make ``settings`` the defaults of every later search of this index, recorded in the manifest."""
+        with self._writing():
+            self._state.config = replace(self._state.config, search=settings)
+
     @contextmanager
     def _writing(self, save: bool = True) -> Iterator[None]:
         """Hold the write lock, start from the current store state, and save the state after.
@@ -324,9 +329,9 @@ class Index:
         k: int = 10,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
-        fusion: Fusion | str = Fusion.WEIGHTED,
-        hybrid_weight: float = HYBRID_WEIGHT,
+        mode: Mode | str | None = None,
+        fusion: Fusion | str | None = None,
+        hybrid_weight: float | None = None,
         rerank: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, best first, among those matching ``where``.
@@ -334,7 +339,8 @@ class Index:
         ``mode`` is ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over the
         full-text index) or ``hybrid`` (both rankings fused by ``fusion``: ``weighted``
         normalised scores, dense weighted by ``hybrid_weight``, or ``rrf``, reciprocal rank
-        fusion). Hit scores are the mode's own. ``rerank="qa"`` reads the candidates with
+        fusion). Left out, each comes from the index's search settings (``config.search``:
+        dense, weighted, 0.5 unless ``searchkit tune`` chose others). Hit scores are the mode's own. ``rerank="qa"`` reads the candidates with
         the question-answering reader and reorders them by answer evidence combined with
         the retrieval score (both min-max scaled over the candidates, equal weights); the
         hit scores are then the combined ones.
@@ -349,9 +355,9 @@ class Index:
         k: int = 10,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
-        fusion: Fusion | str = Fusion.WEIGHTED,
-        hybrid_weight: float = HYBRID_WEIGHT,
+        mode: Mode | str | None = None,
+        fusion: Fusion | str | None = None,
+        hybrid_weight: float | None = None,
         rerank: str | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once: one batched encode and one FAISS call."""
@@ -362,9 +368,12 @@ class Index:
         for query in queries:
             check_query(query)
         check_k(k)
+        settings = self.config.search
+        hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
         if not 0.0 <= hybrid_weight <= 1.0:
             raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
-        mode, fusion = _choice(Mode, mode, "mode"), _choice(Fusion, fusion, "fusion")
+        mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
+        fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
         condition = self._condition(where)
         self._state.refresh()
         if not queries:
@@ -375,7 +384,9 @@ class Index:
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
             read = self.reader.read_batch(list(queries), passages)
             return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
-        return self._hits(lambda: self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight))
+        return self._hits(
+            lambda: self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b)
+        )
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself (one row per query, the index's dimension).
@@ -437,7 +448,7 @@ class Index:
         k: int = 5,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
+        mode: Mode | str | None = None,
         candidates: int = QA_CANDIDATES,
     ) -> list[Answer]:
         """The ``k`` best answers to ``question`` read from the best ``candidates`` chunks.

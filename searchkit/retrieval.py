@@ -1,14 +1,13 @@
 """Retrieval modes and how their rankings are fused.
 
 Dense retrieval (embeddings) finds paraphrases; lexical retrieval (BM25 over the FTS5
-index) finds rare exact terms such as names, numbers and jargon. Each wins on different
+index, scored by :mod:`searchkit.lexical`) finds rare exact terms such as names, numbers and jargon. Each wins on different
 collections, and fusing the two rankings beats either alone on all of the BEIR sets we
 measure (see ``benchmarks/results/eval_beir.md``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import ColumnElement
 
+from searchkit.config import SearchConfig
 from searchkit.embedding import Embedder
+from searchkit.lexical import Bm25
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
 
@@ -26,7 +27,6 @@ __all__ = [
     "Ranking",
     "Mode",
     "Fusion",
-    "fts_match_expression",
     "reciprocal_rank_fusion",
     "weighted_fusion",
     "fuse",
@@ -38,12 +38,9 @@ __all__ = [
 # Constant of reciprocal rank fusion (Cormack et al. 2009); 60 is the usual choice.
 RRF_K = 60
 # Share of the dense score in the weighted fusion; best or within 0.004 of best on SciFact, NPL and Cranfield (benchmarks/eval_beir.py).
-HYBRID_WEIGHT = 0.5
+HYBRID_WEIGHT = SearchConfig.hybrid_weight
 # Candidates taken from each retriever before hybrid fusion.
 HYBRID_CANDIDATES = 100
-# Distinct query terms sent to FTS5; more add little to BM25 and slow the match.
-MAX_QUERY_TERMS = 64
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class Mode(str, Enum):
@@ -59,16 +56,6 @@ class Fusion(str, Enum):
 
     WEIGHTED = "weighted"
     RRF = "rrf"
-
-
-def fts_match_expression(query: str) -> str | None:
-    """An FTS5 MATCH expression that finds any of the query's words, or None if it has none.
-
-    User text is never interpreted as FTS5 syntax: each word is quoted, so quotes, ``*``,
-    ``-``, ``AND``/``OR``/``NOT``, ``NEAR`` and parentheses are plain words or dropped.
-    """
-    terms = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:MAX_QUERY_TERMS]
-    return " OR ".join(f'"{term}"' for term in terms) or None
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
@@ -123,7 +110,7 @@ Ranking = list[tuple[int, float]]
 
 
 class Retriever:
-    """Ranks chunks for queries: dense through the vector backend, lexical through FTS5, hybrid by fusing both.
+    """Ranks chunks for queries: dense through the vector backend, lexical by BM25, hybrid by fusing both.
 
     ``backend`` is a callable because the index swaps its backend on reindex and repair;
     searches through it hold ``lock``, which every change to the backend holds too.
@@ -138,6 +125,7 @@ class Retriever:
         self.backend = backend
         self.dimension = dimension
         self.lock = lock
+        self.bm25 = Bm25(store)
 
     def rank(
         self,
@@ -147,13 +135,15 @@ class Retriever:
         mode: Mode,
         fusion: Fusion,
         hybrid_weight: float,
+        k1: float = SearchConfig.k1,
+        b: float = SearchConfig.b,
     ) -> list[Ranking]:
         if mode is Mode.DENSE:
             return self.dense(queries, k, condition)
         if mode is Mode.LEXICAL:
-            return self.lexical(queries, k, condition)
+            return self.lexical(queries, k, condition, k1, b)
         depth = max(k, HYBRID_CANDIDATES)
-        dense, lexical = self.dense(queries, depth, condition), self.lexical(queries, depth, condition)
+        dense, lexical = self.dense(queries, depth, condition), self.lexical(queries, depth, condition, k1, b)
         return [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
 
     def dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
@@ -170,9 +160,9 @@ class Retriever:
             )
         return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
 
-    def lexical(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
-        rankings = []
-        for query in queries:
-            match = fts_match_expression(query)
-            rankings.append(self.store.full_text_search(match, k, condition) if match else [])
-        return rankings
+    def lexical(
+        self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None,
+        k1: float = SearchConfig.k1, b: float = SearchConfig.b,
+    ) -> list[Ranking]:
+        allowed = None if condition is None else self.store.chunk_ids_where(condition)
+        return [self.bm25.rank(query, k, k1, b, allowed) for query in queries]

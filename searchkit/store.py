@@ -36,7 +36,6 @@ from sqlalchemy import (
     func,
     column,
     insert,
-    literal_column,
     select,
     table,
     text,
@@ -49,6 +48,7 @@ from sqlalchemy.types import UserDefinedType
 from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError, StoreWriteError
+from searchkit.lexical import FTS_TOKENIZER, Postings
 
 __all__ = ["Store", "StoredChunk", "StoredDocument", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
 
@@ -148,10 +148,17 @@ _FIELD_VALUES_FILL = (
 # The full-text index over chunks: FTS5 (a virtual table, so declared in SQL) with BM25
 # ranking built in. It holds the same text the model embeds (title and chunk), with
 # Porter stemming, and is written in the same transactions as the chunks it mirrors.
-_FTS_CREATE = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
-    "body, tokenize = 'porter unicode61 remove_diacritics 2')"
+_FTS_CREATE = f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, tokenize = '{FTS_TOKENIZER}')"
+# Read-only views of the full-text index for BM25 (searchkit.lexical): every occurrence of a
+# term by chunk. They hold no data of their own, so they can never lag the index.
+_FTS_INSTANCES_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_instances USING fts5vocab(chunks_fts, 'instance')"
+# FTS5's own records: each chunk's length in tokens (one varint per column), and at id 1 of
+# its data table the totals (varints: rows, then tokens per column).
+_FTS_POSTINGS = (
+    "SELECT v.doc, count(*) FROM chunks_fts_instances AS v WHERE v.term = :term GROUP BY v.doc ORDER BY v.doc"
 )
+_FTS_LENGTHS = "SELECT id, sz FROM chunks_fts_docsize WHERE id IN ({})"
+_FTS_TOTALS = "SELECT block FROM chunks_fts_data WHERE id = 1"
 _FTS_FILL = (
     "INSERT INTO chunks_fts (rowid, body) SELECT c.id, CASE WHEN d.title = '' THEN c.text "
     "ELSE d.title || ' ' || c.text END FROM chunks AS c JOIN documents AS d ON c.document_pk = d.pk"
@@ -280,7 +287,10 @@ class Store:
     def needs_migration(self) -> bool:
         """True when the store was written by an older searchkit and lacks tables or columns."""
         existing, field_columns, document_columns = self._layout
-        return not ({"chunks_fts", "field_values"} <= existing and "types" in field_columns and "source" in document_columns)
+        return not (
+            {"chunks_fts", "chunks_fts_instances", "field_values"} <= existing
+            and "types" in field_columns and "source" in document_columns
+        )
 
     def migrate(self) -> None:
         """Create and fill the derived tables (full-text index, field values) and columns (field types,
@@ -295,6 +305,8 @@ class Store:
             if "chunks_fts" not in existing:
                 conn.execute(text(_FTS_CREATE))
                 conn.execute(text(_FTS_FILL))
+            if "chunks_fts_instances" not in existing:
+                conn.execute(text(_FTS_INSTANCES_CREATE))
             if "field_values" not in existing:
                 field_values.create(conn)
                 conn.execute(text(_FIELD_VALUES_FILL))
@@ -387,23 +399,28 @@ class Store:
             ids = conn.execute(_chunks_where(condition)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
-    def full_text_search(self, match: str, k: int, condition: ColumnElement[bool] | None = None) -> list[tuple[int, float]]:
-        """(chunk id, BM25 score) of the ``k`` best chunks for an FTS5 ``match`` expression, best first.
+    def term_postings(self, terms: Sequence[str]) -> Postings:
+        """The full-text statistics BM25 needs for these (already stemmed) terms, in one read transaction.
 
-        FTS5's ``bm25()`` is lower-is-better; it is negated here so that every
-        retriever's scores mean "higher is better".
+        Terms are bound as parameters of a vocabulary lookup, never parsed as FTS5 query
+        syntax, so no query text can be misread as an operator.
         """
-        rank = func.bm25(literal_column("chunks_fts"))
-        query = (
-            select(chunks_fts.c.rowid, rank)
-            .where(literal_column("chunks_fts").op("MATCH")(match))
-            .order_by(rank)
-            .limit(k)
-        )
-        if condition is not None:
-            query = query.where(chunks_fts.c.rowid.in_(_chunks_where(condition)))
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         with self.engine.connect() as conn:
-            return [(int(rowid), -float(score)) for rowid, score in conn.execute(query)]
+            conn.exec_driver_sql("BEGIN")  # one snapshot: postings, lengths and totals agree
+            totals = conn.execute(text(_FTS_TOTALS)).scalar()
+            rows, tokens = _varints(totals, 2) if totals else (0, 0)
+            for term in dict.fromkeys(terms):
+                pairs = conn.execute(text(_FTS_POSTINGS), {"term": term}).all()
+                if pairs:
+                    found[term] = (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
+            ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in found.values()])) if found else np.zeros(0, np.int64)
+            lengths: dict[int, int] = {}
+            for batch in _batches(ids.tolist(), 500):
+                marks = ",".join(str(int(i)) for i in batch)
+                lengths.update((int(i), _varints(sz, 1)[0]) for i, sz in conn.exec_driver_sql(_FTS_LENGTHS.format(marks)))
+        known = np.array(sorted(lengths), dtype=np.int64)
+        return Postings(rows, tokens, found, (known, np.array([lengths[int(i)] for i in known], dtype=np.int64)))
 
     def documents_from(self, sources: Sequence[str]) -> dict[str, str]:
         """{doc_id: source} of the documents read from these files, or from files under these folders."""
@@ -562,6 +579,24 @@ def _document_listing(*extra: Any) -> Select[Any]:
 
 def _stored_document(row: Any, text_: str | None = None) -> StoredDocument:
     return StoredDocument(row.doc_id, row.title, json.loads(row.meta), int(row.chars), int(row.chunk_count), row.source, text_)
+
+
+def _varints(blob: bytes, count: int) -> list[int]:
+    """The first ``count`` SQLite varints of ``blob`` (big-endian 7-bit groups; a 9th byte carries 8 bits)."""
+    values, pos = [], 0
+    for _ in range(count):
+        value = 0
+        for i in range(9):
+            byte = blob[pos]
+            pos += 1
+            if i == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        values.append(value)
+    return values
 
 
 def _split_types(types: str) -> frozenset[str]:

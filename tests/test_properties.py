@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select
 from searchkit.config import IndexConfig
 from searchkit.errors import ConfigError, FilterError
 from searchkit.filters import compile_where, parse_condition
-from searchkit.retrieval import fts_match_expression
+from searchkit.lexical import QueryAnalyzer
 from searchkit.store import _schema, documents
 
 EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -103,10 +103,11 @@ def fts_table() -> Iterator[sqlite3.Connection]:
 
 @EXAMPLES
 @given(query=st.text(max_size=40) | st.lists(st.sampled_from(fts_tokens), max_size=12).map("".join))
-def test_fts_match_expressions_are_always_valid_fts5(fts_table: sqlite3.Connection, query: str) -> None:
-    expression = fts_match_expression(query)
-    if expression is not None:
-        fts_table.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t)", (expression,)).fetchall()
+def test_any_query_becomes_index_terms_that_look_up_safely(fts_table: sqlite3.Connection, query: str) -> None:
+    fts_table.execute("CREATE VIRTUAL TABLE IF NOT EXISTS v USING fts5vocab(t, 'instance')")
+    for term in QueryAnalyzer().terms(query):
+        assert term and term == term.lower()
+        fts_table.execute("SELECT doc, count(*) FROM v WHERE term = ? GROUP BY doc", (term,)).fetchall()
 
 
 json_values = st.recursive(
