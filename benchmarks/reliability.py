@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -128,6 +129,11 @@ def corruption(workdir: Path, reference_dir: Path, reference: Any, embedder: Any
         underivable.append(outcome)
         shutil.rmtree(path, ignore_errors=True)
     return {"derivable": derivable, "derivable_cli": cli_derivable, "underivable": underivable}
+
+
+def failed(exc: BaseException) -> str:
+    traceback.print_exc()
+    return f"section failed: {type(exc).__name__}: {exc}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -234,6 +240,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "reliability", help="results path, no suffix")
     parser.add_argument("--work", type=Path, default=HERE / "work" / "reliability")
+    parser.add_argument("--commit", help="commit to report, when running a snapshot outside git [default: HEAD]")
     args = parser.parse_args()
     started = time.monotonic()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -249,23 +256,38 @@ def main() -> None:
     for folder in ("kills", "concurrency", "damage", "hnsw", *(f"disk-{limit}" for limit in DISK_LIMITS)):
         (args.work / folder).mkdir()
     runs = kills(args.work / "kills", reference_dir, reference, texts, embedder, args.kills, args.seed)
-    concurrency = checks.readers_and_writer(args.work / "concurrency", reference_dir, reference, embedder,
-                                            readers=args.readers, seconds=args.seconds, seed=args.seed)
+    try:
+        concurrency = checks.readers_and_writer(args.work / "concurrency", reference_dir, reference, embedder,
+                                                readers=args.readers, seconds=args.seconds, seed=args.seed)
+    except Exception as exc:  # noqa: BLE001 - reported, and the other sections still run
+        concurrency = checks.ConcurrencyOutcome(args.readers, args.seconds, writer_errors=[failed(exc)])
     print(f"concurrency: {concurrency.figures()}", flush=True)
-    damaged = corruption(args.work / "damage", reference_dir, reference, embedder)
+    try:
+        damaged = corruption(args.work / "damage", reference_dir, reference, embedder)
+    except Exception as exc:  # noqa: BLE001
+        damaged = {"derivable": [], "underivable": [], "derivable_cli": {
+            "case": f"not run: {failed(exc)}", "returncode": None, "first_hit_right": None, "said_on_stderr": None}}
     print("corruption done", flush=True)
     disk = []
     for limit in DISK_LIMITS:
-        disk.append(checks.fill_disk(args.work / f"disk-{limit}", reference_dir, reference, texts, embedder, limit))
+        try:
+            disk.append(checks.fill_disk(args.work / f"disk-{limit}", reference_dir, reference, texts, embedder,
+                                         limit))
+        except Exception as exc:  # noqa: BLE001
+            disk.append({"limit_bytes": limit, "returncode": None, "one_line_error": None, "says_disk": None,
+                         "stderr": "", "problems": [failed(exc)]})
     victim = sorted(reference.documents)[3]
-    hnsw = checks.hnsw_delete_across_processes(args.work / "hnsw", reference_dir, reference, embedder, victim)
+    try:
+        hnsw = checks.hnsw_delete_across_processes(args.work / "hnsw", reference_dir, reference, embedder, victim)
+    except Exception as exc:  # noqa: BLE001
+        hnsw = {"search_returncode": None, "error": failed(exc)}
     hnsw.update(victim=victim, expected_chunks=reference.chunks - len(reference.spans[victim]))
     hnsw["passed"] = (hnsw.get("hits") is not None and len(hnsw["hits"]) == 2 and victim not in hnsw["hits"]
                       and hnsw.get("counts", {}).get("vectors") == hnsw.get("counts", {}).get("chunks")
                       == hnsw["expected_chunks"])
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE.parent).stdout.strip()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                           cwd=checks.PACKAGE_ROOT).stdout.strip() or "unknown"
     examples = {key: value[:10] for key, value in asdict(concurrency).items() if isinstance(value, list)}
     report = {
         "command": " ".join([".venv/bin/python", "benchmarks/reliability.py", *sys.argv[1:]]),
