@@ -1,25 +1,38 @@
-"""An embedding cache keyed by (model identity, text), shared by every index on the machine.
+"""Caches shared by every index on the machine: embeddings, and small JSON records of facts.
 
 Evaluating settings means building several indexes over one corpus, and rebuilding one
-after a change; with the cache, a text already embedded by the same weights is read back
-instead of embedded again. It wraps any :class:`Embedder` and keeps one SQLite file per
-model (named by the weights hash), so different models can never mix.
+after a change; with :class:`CachedEmbedder`, a text already embedded by the same weights
+in the same precision is read back instead of embedded again. It wraps any
+:class:`Embedder` and keeps one SQLite file per model and precision (named by the weights
+hash and the precision), so vectors of different models, or of float32 and bfloat16
+arithmetic, never mix.
+
+:class:`JsonCache` keeps facts that are slow to learn and cheap to keep (a model's weights
+hash, which precision is fastest on this machine) in one JSON file each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import sqlite3
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from searchkit.config import ModelIdentity
-from searchkit.embedding import Embedder
 
-__all__ = ["CachedEmbedder", "default_cache_dir"]
+if TYPE_CHECKING:  # embedding.py imports this module
+    from searchkit.embedding import Embedder
+
+__all__ = ["CachedEmbedder", "JsonCache", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -30,8 +43,49 @@ def default_cache_dir() -> Path:
     return Path(base) / "searchkit"
 
 
+class JsonCache:
+    """One JSON file in the searchkit cache folder mapping keys to entries, replaced atomically.
+
+    An unreadable file, or one written by another version of an entry's shape, counts as
+    empty and is rewritten; an unwritable folder only costs the next run the work again.
+    """
+
+    def __init__(self, name: str, version: int, path: Path | None = None) -> None:
+        self.path = path or default_cache_dir() / name
+        self.version = version
+
+    def entries(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if isinstance(data, dict) and data.get("version") == self.version and isinstance(data.get("entries"), dict):
+            return data["entries"]
+        return {}
+
+    def get(self, key: str) -> Any:
+        return self.entries().get(key)
+
+    def put(self, key: str, entry: Any) -> None:
+        entries = self.entries()
+        entries[key] = entry
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=".json", dir=self.path.parent)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump({"version": self.version, "entries": entries}, out, indent=1)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            log.debug("cannot write the cache file %s: %s", self.path, exc)
+
+
 class CachedEmbedder:
     """An :class:`Embedder` that remembers every vector it has produced.
+
+    The file is per model and per precision of the wrapped embedder (float32 keeps the
+    name it had before precisions existed, so older caches stay valid). Queries
+    (``encode_queries``) pass straight through: they are cheap, and their encoder may
+    differ from the passages' one.
 
     ``hits`` and ``misses`` count texts served from the cache and texts embedded, so
     callers (and tests) can see that a second pass embedded nothing.
@@ -42,7 +96,8 @@ class CachedEmbedder:
         identity = inner.identity
         folder = (cache_dir or default_cache_dir()) / "embeddings"
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{identity.weights_sha256[:32]}-{identity.dimension}.sqlite"
+        suffix = "" if identity.precision == "fp32" else f"-{identity.precision}"
+        self.path = folder / f"{identity.weights_sha256[:32]}-{identity.dimension}{suffix}.sqlite"
         self._db = sqlite3.connect(self.path, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB NOT NULL)")
@@ -55,6 +110,11 @@ class CachedEmbedder:
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         return self.inner.token_offsets(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        from searchkit.embedding import encode_queries
+
+        return encode_queries(self.inner, texts)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
         dimension = self.identity.dimension

@@ -117,6 +117,15 @@ ModelOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision", metavar="auto|fp32|bf16",
+        help="Arithmetic of the embedding model. auto: measured once on this machine, bf16 for passages where the "
+        "CPU runs it fast, the fastest encoder that agrees with fp32 for queries. A new index records it; an "
+        "existing one keeps embedding documents as it was built, and this sets how queries are encoded.",
+    ),
+]
 WaitOption = Annotated[
     float,
     typer.Option(
@@ -194,6 +203,7 @@ def index_command(
     ],
     index: IndexOption,
     model: ModelOption = None,
+    precision: PrecisionOption = "auto",
     include: Annotated[
         list[str] | None, typer.Option(metavar="GLOB", help="Glob of file names to read in directories (repeatable).")
     ] = None,
@@ -256,7 +266,9 @@ def index_command(
         for key, value in (("max_tokens", chunk_tokens), ("overlap_tokens", overlap), ("max_chunks", max_chunks))
         if value is not None
     }
-    with Index.open_or_create(index, model=model, chunking=chunking or None, lock_timeout=wait) as opened:
+    with Index.open_or_create(
+        index, model=model, chunking=chunking or None, lock_timeout=wait, precision=precision
+    ) as opened:
         report = opened.add(
             Sources(paths, options), progress=not quiet and not as_json, max_document_chars=max_doc_chars,
             batch_chars=batch_chars, prune=prune,
@@ -324,6 +336,7 @@ def search_command(
     rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
     reader: ReaderOption = None,
     model: ModelOption = None,
+    precision: PrecisionOption = "auto",
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -332,7 +345,7 @@ def search_command(
         with Client(server) as client:
             hits = client.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
     else:
-        with Index.open(index, model=model) as opened:
+        with Index.open(index, model=model, precision=precision) as opened:
             if rerank:
                 use_reader(opened, reader)
             hits = opened.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
@@ -396,6 +409,7 @@ def ask_command(
     mode: ModeOption = Mode.DENSE,
     reader: ReaderOption = None,
     model: ModelOption = None,
+    precision: PrecisionOption = "auto",
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -404,7 +418,7 @@ def ask_command(
         with Client(server) as client:
             answers = client.ask(question, k, where=where or None, mode=mode, candidates=candidates)
     else:
-        with Index.open(index, model=model) as opened:
+        with Index.open(index, model=model, precision=precision) as opened:
             use_reader(opened, reader)
             answers = opened.ask(question, k, where=where or None, mode=mode, candidates=candidates)
     if as_json:
@@ -489,12 +503,13 @@ def eval_qa_command(
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Passages read per question in open-domain QA.")] = 5,
     mode: ModeOption = Mode.DENSE,
+    precision: PrecisionOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Exact match and F1 of a reader: on each question's own paragraph, and open-domain through an index."""
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
-    embedder = load_embedder()
+    embedder = load_embedder(precision=precision)
     chosen = choose_reader(reader, embedder)
     gold = read_gold(chosen, data, progress=not as_json)
     result: dict[str, Any] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
@@ -581,6 +596,7 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
         ("  dimension", model["dimension"]),
         ("  normalised", model["normalize"]),
         ("  max sequence", f"{model['max_seq_length']} word pieces"),
+        ("  precision", f"{model['precision']} (passages)"),
         ("chunking", f"{chunking['max_tokens']} word pieces, {chunking['overlap_tokens']} overlap"),
         ("vectors", f"FAISS {info['vector_index']} ({config['vectors']['description']} requested), {config['vectors']['metric']}"),
         ("  search knobs", f"ef_search {config['vectors']['ef_search']}, nprobe {config['vectors']['nprobe']}"),
@@ -646,7 +662,7 @@ def eval_command(
         typer.Option(
             metavar="KEY=VALUE,...",
             help="Another setting to evaluate side by side, as KEY=VALUE[,KEY=VALUE] with keys "
-            "mode, fusion, model, chunk_tokens, overlap, max_chunks, index (repeatable), e.g. 'mode=hybrid'."
+            "mode, fusion, model, precision, chunk_tokens, overlap, max_chunks, index (repeatable), e.g. 'mode=hybrid'."
         ),
     ] = None,
     mode: ModeOption = Mode.DENSE,
@@ -660,6 +676,7 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")] = "test",
     report: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write per-query scores, TREC runs and plots to this folder.")] = None,
     cache: Annotated[bool, typer.Option(help="Reuse embeddings of texts embedded before by the same model.")] = True,
+    precision: PrecisionOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Measure retrieval quality (nDCG, recall, MRR, MAP, precision) against labeled queries."""
@@ -674,7 +691,9 @@ def eval_command(
             overlap if overlap is not None else defaults.overlap_tokens,
             max_chunks or defaults.max_chunks,
         )
-    base = EvalSetting(index.name if mode is Mode.DENSE else f"{index.name} {mode.value}", index, model, chunking, mode, fusion)
+    base = EvalSetting(
+        index.name if mode is Mode.DENSE else f"{index.name} {mode.value}", index, model, chunking, mode, fusion, precision
+    )
     settings = [base] + [base.with_changes(parse_variant(text)) for text in compare or []]
     results = evaluate_settings(data, settings, cutoffs, cache=cache, progress=not as_json)
     if report is not None:

@@ -17,6 +17,7 @@ from searchkit.errors import ConfigError
 __all__ = [
     "SCHEMA_VERSION",
     "DEFAULT_MODEL",
+    "PRECISIONS",
     "ModelIdentity",
     "ChunkingConfig",
     "VectorConfig",
@@ -27,6 +28,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Arithmetic an index's passages can be embedded in; "auto" (resolved before anything is recorded) is not one.
+PRECISIONS = ("fp32", "bf16")
 DESCRIPTION_PATTERN = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d*),(Flat|SQ8|PQ(\d+)))$")
 
 def check_description(description: str) -> str:
@@ -45,6 +48,8 @@ class ModelIdentity:
 
     ``weights_sha256`` is what catches a different model behind the same name; the
     dimension alone would let a same-sized model through with meaningless scores.
+    ``precision`` is the arithmetic the passages were embedded in (``fp32``, or ``bf16``
+    where the CPU runs it fast); manifests written before it existed were float32.
     """
 
     name: str
@@ -52,6 +57,7 @@ class ModelIdentity:
     dimension: int
     normalize: bool = True
     max_seq_length: int = 256
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -60,17 +66,34 @@ class ModelIdentity:
             raise ConfigError(f"model.dimension must be positive, got {self.dimension}")
         if self.max_seq_length <= 2:
             raise ConfigError(f"model.max_seq_length must be above 2, got {self.max_seq_length}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"model.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def same_vectors_as(self, other: ModelIdentity) -> bool:
-        """True when vectors from ``other`` are comparable with ours."""
+        """True when vectors from ``other`` are comparable with ours.
+
+        Same weights, dimension and normalisation. The precision is deliberately not
+        compared: float32 and bfloat16 runs of the same weights give vectors that agree to
+        cosine 0.9999 and rank alike (``tests/test_precision.py``), so an index built in
+        one is searched in the other; :meth:`precision_note` says when that happens.
+        """
         return (
             self.weights_sha256 == other.weights_sha256
             and self.dimension == other.dimension
             and self.normalize == other.normalize
         )
 
+    def precision_note(self, other: ModelIdentity) -> str | None:
+        """How the precisions of two interchangeable identities differ, or None when they do not."""
+        if self.precision == other.precision:
+            return None
+        return (
+            f"vectors embedded in {self.precision} and in {other.precision} by the same weights "
+            f"({self.weights_sha256[:12]}) are compatible"
+        )
+
     def describe(self) -> str:
-        return f"{self.name} (dim {self.dimension}, weights {self.weights_sha256[:12]})"
+        return f"{self.name} (dim {self.dimension}, weights {self.weights_sha256[:12]}, {self.precision})"
 
 
 @dataclass(frozen=True)

@@ -9,28 +9,50 @@ it from the model folder's files (the weights' sha256 and the configs' sizes) an
 torch and the model on the first ``encode``. The weights' hash is remembered per weight
 file (path, size, modification time) in ``models.json`` in the searchkit cache folder,
 so a command that does not embed neither hashes 90 MB nor imports torch.
+
+The arithmetic is part of the embedder (:mod:`searchkit.precision`): passages are embedded
+in ``precision`` (bfloat16 where the CPU runs it fast, else float32) and recorded in the
+manifest, and queries go through :func:`encode_queries`, which runs the fastest encoder
+measured for one query that agrees with float32 (the int8 ONNX export, when installed,
+needs no torch at all).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from searchkit.config import DEFAULT_MODEL, ModelIdentity
+from searchkit.cache import JsonCache
+from searchkit.config import DEFAULT_MODEL, PRECISIONS, ModelIdentity
 from searchkit.errors import ConfigError
+from searchkit.precision import (
+    PASSAGE_MARGIN,
+    SAMPLE_QUERIES,
+    Decision,
+    OnnxEncoder,
+    bf16_cpu_flags,
+    check_precision,
+    decide,
+    int8_export,
+    machine_key,
+    sample_passages,
+)
 
 __all__ = [
     "Embedder",
     "SentenceTransformerEmbedder",
+    "encode_queries",
     "resolve_model",
     "load_embedder",
     "model_folder",
@@ -71,6 +93,17 @@ class Embedder(Protocol):
     ) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
         ...
+
+
+def encode_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Query vectors from the embedder's query encoder where it has one, else from ``encode``.
+
+    Queries and passages may be encoded differently (one short text wants the lowest
+    latency, a batch of passages the highest throughput); any embedder that agrees with
+    its own ``encode`` may offer ``encode_queries``.
+    """
+    encode = getattr(embedder, "encode_queries", None)
+    return encode(texts) if encode is not None else embedder.encode(list(texts))
 
 
 def resolve_model(name: str) -> str:
@@ -247,15 +280,36 @@ class SentenceTransformerEmbedder:
     search never import torch; ``encode``, ``token_offsets`` and ``tokenizer`` load the
     model. Vectors are always normalised to unit length, so inner product is cosine
     whatever the model's own pooling does.
+
+    ``precision`` is ``auto``, ``fp32`` or ``bf16``. ``auto`` measures, once per machine
+    (:mod:`searchkit.precision`), which arithmetic embeds passages fastest and which
+    encoder answers one query fastest, among those that agree with float32; ``fp32`` and
+    ``bf16`` use that arithmetic for both. ``passages`` pins the passages' precision
+    alone: an index keeps embedding new documents the way it was built.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu", cache: _ModelCache | None = None) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+        passages: str | None = None,
+        cache: _ModelCache | None = None,
+        decisions: JsonCache | None = None,
+    ) -> None:
         self.name = _canonical_name(model)
         self._spec = model
         self._location = resolve_model(model)
         self._device = device
+        self._precision = check_precision(precision)
+        if passages is not None and passages not in PRECISIONS:
+            raise ConfigError(f"unknown passage precision {passages!r}; use {', '.join(PRECISIONS)}")
+        self._passages = passages
         self._cache = cache
+        self._decisions = decisions
         self._model: Any = None
+        self._onnx: dict[int, OnnxEncoder] = {}
         self.encode_calls = 0
         self.texts_encoded = 0
 
@@ -286,6 +340,86 @@ class SentenceTransformerEmbedder:
 
     @cached_property
     def identity(self) -> ModelIdentity:
+        entry = self._files
+        return ModelIdentity(
+            name=self.name,
+            weights_sha256=entry["weights_sha256"],
+            dimension=entry["dimension"],
+            normalize=True,
+            max_seq_length=entry["max_seq_length"],
+            precision=self.precision,
+        )
+
+    @cached_property
+    def precision(self) -> str:
+        """The arithmetic passages are embedded in: pinned, asked for, or measured (``auto``)."""
+        if self._passages is not None:
+            return self._passages
+        if self._precision != "auto":
+            return self._precision
+        return self.decision("passages").choice
+
+    @cached_property
+    def query_precision(self) -> str:
+        """The encoder of :meth:`encode_queries`: ``fp32``, ``bf16``, or ``int8-onnx-<threads>``."""
+        if self._precision != "auto":
+            return self._precision
+        choice = self.decision("query").choice
+        if choice.startswith("int8-onnx") and self._onnx_files() is None:  # the export was uninstalled since
+            return "fp32"
+        return choice
+
+    def decision(self, job: str) -> Decision:
+        """What ``auto`` chooses for ``job`` (``passages`` or ``query``) here, measured once and kept."""
+        flags = bf16_cpu_flags()
+        if self._device != "cpu":
+            return Decision("fp32", f"device {self._device}: only CPUs are measured", {}, {})
+        if job == "passages" and not flags:
+            return Decision("fp32", "the CPU has neither AVX512-BF16 nor AMX-BF16: bfloat16 would be emulated", {}, {})
+        key = f"{self._files['weights_sha256']}|{machine_key()}"
+        if job == "passages":
+            return decide(job, key, self._passage_candidates, margin=PASSAGE_MARGIN, rounds=2, cache=self._decisions)
+        return decide(job, key, self._query_candidates, rounds=2, cache=self._decisions)
+
+    def _passage_candidates(self) -> tuple[dict[str, Callable[[], np.ndarray]], np.ndarray]:
+        texts = sample_passages(8)
+        runs = {name: functools.partial(self._torch_encode, texts, name, 8) for name in PRECISIONS}
+        return runs, self._torch_encode(texts, "fp32", 8)
+
+    def _query_candidates(self) -> tuple[dict[str, Callable[[], np.ndarray]], np.ndarray]:
+        texts = list(SAMPLE_QUERIES)
+        precisions = PRECISIONS if bf16_cpu_flags() else ("fp32",)
+        encoders: dict[str, Callable[[list[str]], np.ndarray]] = {
+            name: functools.partial(self._torch_encode, precision=name, batch_size=1) for name in precisions
+        }
+        if self._onnx_files() is not None:
+            for threads in (1, 2):
+                try:
+                    encoders[f"int8-onnx-{threads}"] = self._onnx_encoder(threads).encode
+                except Exception as exc:  # onnxruntime missing or unable to run the file: not a candidate
+                    log.info("the int8 ONNX export cannot run here: %s", exc)
+                    break
+        runs = {name: functools.partial(_one_at_a_time, encode, texts) for name, encode in encoders.items()}
+        return runs, self._torch_encode(texts, "fp32", 32)
+
+    def _onnx_files(self) -> tuple[Path, Path] | None:
+        export = int8_export(self._files["weights_sha256"])
+        folder = model_folder(self._location)
+        if export is None or folder is None or not (folder / "tokenizer.json").is_file():
+            return None
+        return export, folder / "tokenizer.json"
+
+    def _onnx_encoder(self, threads: int) -> OnnxEncoder:
+        if threads not in self._onnx:
+            files = self._onnx_files()
+            if files is None:
+                raise ConfigError(f"no int8 ONNX export of {self.name} is installed")
+            self._onnx[threads] = OnnxEncoder(*files, self._files["max_seq_length"], threads)
+        return self._onnx[threads]
+
+    @cached_property
+    def _files(self) -> dict[str, Any]:
+        """Weights hash, dimension and window of the model, read from its files (cached by their stamps)."""
         folder = model_folder(self._location)
         if folder is None:  # a hub name not downloaded yet: loading fetches it (when online)
             self.model
@@ -305,13 +439,7 @@ class SentenceTransformerEmbedder:
                 "dimension": int(shape[0]), "max_seq_length": int(shape[1]),
             }
             cache.put(folder, entry)
-        return ModelIdentity(
-            name=self.name,
-            weights_sha256=entry["weights_sha256"],
-            dimension=entry["dimension"],
-            normalize=True,
-            max_seq_length=entry["max_seq_length"],
-        )
+        return entry
 
     def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         encoded = self.tokenizer(
@@ -331,16 +459,52 @@ class SentenceTransformerEmbedder:
         self.texts_encoded += len(texts)
         if not texts:
             return np.zeros((0, self.identity.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
+        return self._torch_encode(texts, self.precision, batch_size, show_progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors from the query encoder (:attr:`query_precision`); they agree with float32 to cosine 0.999."""
+        self.encode_calls += 1
+        self.texts_encoded += len(texts)
+        if not texts:
+            return np.zeros((0, self.identity.dimension), dtype=np.float32)
+        encoder = self.query_precision
+        if encoder.startswith("int8-onnx"):
+            return self._onnx_encoder(int(encoder.rsplit("-", 1)[1])).encode(texts)
+        return self._torch_encode(texts, encoder, 32)
+
+    def _torch_encode(
+        self, texts: Sequence[str], precision: str, batch_size: int = 32, show_progress: bool = False
+    ) -> np.ndarray:
+        model = self.model
+        if precision == "bf16":
+            import torch
+
+            arithmetic: Any = torch.autocast(self._device.split(":")[0], dtype=torch.bfloat16)
+        else:
+            arithmetic = contextlib.nullcontext()
+        with arithmetic:
+            vectors = model.encode(
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_embedder(model: str = DEFAULT_MODEL, *, device: str | None = None) -> SentenceTransformerEmbedder:
-    """A sentence-transformers embedder, loaded lazily; ``SEARCHKIT_DEVICE`` overrides the CPU default."""
-    return SentenceTransformerEmbedder(model, device=device or os.environ.get("SEARCHKIT_DEVICE", "cpu"))
+def _one_at_a_time(encode: Callable[[list[str]], np.ndarray], texts: Sequence[str]) -> np.ndarray:
+    return np.vstack([encode([text]) for text in texts])
+
+
+def load_embedder(
+    model: str = DEFAULT_MODEL, *, device: str | None = None, precision: str = "auto", passages: str | None = None
+) -> SentenceTransformerEmbedder:
+    """A sentence-transformers embedder, loaded lazily; ``SEARCHKIT_DEVICE`` overrides the CPU default.
+
+    ``precision`` is ``auto`` (measured once on this machine), ``fp32`` or ``bf16``;
+    ``passages`` pins the passages' precision alone (an index's own, when it is opened).
+    """
+    return SentenceTransformerEmbedder(
+        model, device=device or os.environ.get("SEARCHKIT_DEVICE", "cpu"), precision=precision, passages=passages
+    )

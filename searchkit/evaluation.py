@@ -122,6 +122,7 @@ class EvalSetting:
     chunking: ChunkingConfig | None = None
     mode: Mode = Mode.DENSE
     fusion: Fusion = Fusion.WEIGHTED
+    precision: str = "auto"
 
     def with_changes(self, changes: Mapping[str, str]) -> EvalSetting:
         """A variant of this setting.
@@ -155,11 +156,13 @@ class EvalSetting:
             mode, fusion = Mode(changes.get("mode", self.mode)), Fusion(changes.get("fusion", self.fusion))
         except ValueError as exc:
             raise ConfigError(f"{label!r}: {exc}; modes are dense, lexical, hybrid and fusions weighted, rrf") from exc
-        return EvalSetting(label, index, changes.get("model", self.model), chunking, mode, fusion)
+        return EvalSetting(
+            label, index, changes.get("model", self.model), chunking, mode, fusion, changes.get("precision", self.precision)
+        )
 
 
 CHUNKING_KEYS = {"chunk_tokens", "overlap", "max_chunks"}
-BUILD_KEYS = {"model"} | CHUNKING_KEYS
+BUILD_KEYS = {"model", "precision"} | CHUNKING_KEYS
 VARIANT_KEYS = BUILD_KEYS | {"index", "mode", "fusion"}
 
 
@@ -190,14 +193,17 @@ def evaluate_settings(
     with ``cache``, embeddings are shared through the embedding cache, so settings that
     embed the same texts with the same model embed them once.
     """
-    embedders: dict[str, Embedder] = {}
+    embedders: dict[tuple[str, str, str | None], Embedder] = {}
     results = []
     for setting in settings:
         existing = read_manifest(setting.index) if (setting.index / MANIFEST_FILE).exists() else None
         model = setting.model or (existing.model.name if existing else DEFAULT_MODEL)
-        if model not in embedders:
-            embedders[model] = CachedEmbedder(load_embedder(model)) if cache else load_embedder(model)
-        with Index.open_or_create(setting.index, model=embedders[model], chunking=setting.chunking) as index:
+        # An existing index keeps embedding its documents in the precision it was built with.
+        key = (model, setting.precision, existing.model.precision if existing else None)
+        if key not in embedders:
+            embedder = load_embedder(model, precision=setting.precision, passages=key[2])
+            embedders[key] = CachedEmbedder(embedder) if cache else embedder
+        with Index.open_or_create(setting.index, model=embedders[key], chunking=setting.chunking) as index:
             # Always ingest: an index whose build was interrupted must be completed, not scored
             # as if whole; on a complete index this only confirms every document is unchanged.
             ingest = index.add(read_sources([dataset.corpus_path]), progress=progress)

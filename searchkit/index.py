@@ -155,12 +155,14 @@ class Index:
         model: str | Embedder = DEFAULT_MODEL,
         chunking: ChunkingSpec = None,
         lock_timeout: float = 0,
+        precision: str = "auto",
     ) -> Index:
         """Create a new, empty index directory for documents embedded by ``model``.
 
         ``chunking`` is a :class:`ChunkingConfig`, or a dict of the settings to change
         from the defaults, which come from the model (its window, less its two special
-        tokens, at most 254 word pieces).
+        tokens, at most 254 word pieces). ``precision`` (``auto``, ``fp32``, ``bf16``) is
+        the arithmetic of a model given by name; the one used is recorded in the manifest.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -173,7 +175,7 @@ class Index:
                 f"{path} already holds other files ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}); "
                 "an index needs a folder of its own: give a new or empty folder"
             )
-        embedder = load_embedder(model) if isinstance(model, str) else model
+        embedder = load_embedder(model, precision=precision) if isinstance(model, str) else model
         config = IndexConfig(model=embedder.identity, chunking=chunking_for(embedder.identity, chunking))
         path.mkdir(parents=True, exist_ok=True)
         directory = IndexDirectory(path)
@@ -185,14 +187,21 @@ class Index:
         return cls(path, state, embedder, lock_timeout=lock_timeout)
 
     @classmethod
-    def open(cls, path: str | Path, *, model: str | Embedder | None = None, lock_timeout: float = 0) -> Index:
+    def open(
+        cls, path: str | Path, *, model: str | Embedder | None = None, lock_timeout: float = 0, precision: str = "auto"
+    ) -> Index:
         """Open an existing index; ``model`` (default: the one it was built with) must match it.
 
         ``lock_timeout`` is how long writes wait for another writer to finish (0: fail at once).
+        ``precision`` is how queries are encoded (``auto``: the fastest that agrees with
+        float32); new documents are embedded in the precision the index was built with.
         """
         path = Path(path)
         config = read_manifest(path)
-        embedder = load_embedder(config.model.name if model is None else model) if not isinstance(model, Embedder) else model
+        if isinstance(model, Embedder):
+            embedder = model
+        else:
+            embedder = load_embedder(model or config.model.name, precision=precision, passages=config.model.precision)
         if not embedder.identity.same_vectors_as(config.model):
             raise ModelMismatchError(
                 f"the index at {path} was built with {config.model.describe()}, but the model in use is "
@@ -213,13 +222,16 @@ class Index:
         model: str | Embedder | None = None,
         chunking: ChunkingSpec = None,
         lock_timeout: float = 0,
+        precision: str = "auto",
     ) -> Index:
         """Open the index at ``path``, or create it; ``chunking`` must match an existing index's."""
         if (Path(path) / MANIFEST_FILE).exists():
-            index = cls.open(path, model=model, lock_timeout=lock_timeout)
+            index = cls.open(path, model=model, lock_timeout=lock_timeout, precision=precision)
             _check_chunking_matches(index.path, index.config, chunking)
             return index
-        return cls.create(path, model=model or DEFAULT_MODEL, chunking=chunking, lock_timeout=lock_timeout)
+        return cls.create(
+            path, model=model or DEFAULT_MODEL, chunking=chunking, lock_timeout=lock_timeout, precision=precision
+        )
 
     def close(self) -> None:
         self.store.close()

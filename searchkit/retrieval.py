@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import ColumnElement
 
 from searchkit.config import SearchConfig
-from searchkit.embedding import Embedder
+from searchkit.embedding import Embedder, encode_queries
 from searchkit.lexical import Bm25
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
@@ -149,7 +149,7 @@ class Retriever:
     def dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
         if len(self.backend()) == 0:
             return [[] for _ in queries]
-        return self.nearest(self.embedder.encode(list(queries)), k, condition)
+        return self.nearest(encode_queries(self.embedder, queries), k, condition)
 
     def nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
         """The ``k`` nearest chunks to each query vector among those matching ``condition``."""

@@ -20,9 +20,10 @@ def config(**changes: object) -> IndexConfig:
 def test_to_dict_is_plain_nested_data() -> None:
     assert config().to_dict() == {
         "model": {"name": "sentence-transformers/all-MiniLM-L6-v2", "weights_sha256": SHA, "dimension": 384,
-                  "normalize": True, "max_seq_length": 256},
+                  "normalize": True, "max_seq_length": 256, "precision": "fp32"},
         "chunking": {"max_tokens": 200, "overlap_tokens": 20, "max_chunks": 0},
         "vectors": {"description": "Flat", "metric": "cosine", "ef_search": 128, "nprobe": 32},
+        "search": {"mode": "dense", "fusion": "weighted", "hybrid_weight": 0.5, "k1": 0.9, "b": 0.4},
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -154,4 +155,23 @@ def test_same_vectors_as_compares_weights_dimension_and_normalisation() -> None:
     assert not MODEL.same_vectors_as(replace(MODEL, weights_sha256="0" * 64))
     assert not MODEL.same_vectors_as(replace(MODEL, dimension=768))
     assert not MODEL.same_vectors_as(replace(MODEL, normalize=False))
+    # float32 and bfloat16 runs of the same weights share a vector space, and the check says so
+    bf16 = replace(MODEL, precision="bf16")
+    assert MODEL.same_vectors_as(bf16) and bf16.same_vectors_as(MODEL)
+    assert MODEL.precision_note(MODEL) is None
+    assert "fp32" in MODEL.precision_note(bf16) and "compatible" in MODEL.precision_note(bf16)
     assert "dim 384" in MODEL.describe() and SHA[:12] in MODEL.describe()
+
+
+def test_a_manifest_written_before_precisions_existed_opens_as_float32() -> None:
+    data = config().to_dict()
+    del data["model"]["precision"]
+    assert IndexConfig.from_dict(data).model.precision == "fp32"
+    bf16 = IndexConfig.from_dict(json.loads(json.dumps(IndexConfig(model=replace(MODEL, precision="bf16")).to_dict())))
+    assert bf16.model.precision == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp16", "int8", ""])
+def test_only_a_resolved_precision_is_recorded(precision: str) -> None:
+    with pytest.raises(ConfigError, match="model.precision"):
+        replace(MODEL, precision=precision)

@@ -16,6 +16,7 @@ BUNDLED = Path(resolve_model("all-MiniLM-L6-v2"))
 BUNDLED_SHA256_PREFIX = "53aa5117"  # model.safetensors of sentence-transformers/all-MiniLM-L6-v2
 
 
+# Embedders here ask for fp32: with "auto", the identity's precision is measured (once per machine), which loads the model.
 @pytest.fixture
 def cache(tmp_path: Path) -> _ModelCache:
     return _ModelCache(tmp_path / "cache" / MODEL_CACHE_FILE)
@@ -31,7 +32,7 @@ def model_copy(tmp_path: Path) -> Path:
 
 
 def test_identity_comes_from_the_files_without_loading_the_model(cache: _ModelCache, embedder) -> None:
-    lazy = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache)
+    lazy = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache, precision="fp32")
     identity = lazy.identity
     assert not lazy.loaded
     assert identity.name == "sentence-transformers/all-MiniLM-L6-v2"
@@ -43,14 +44,14 @@ def test_identity_comes_from_the_files_without_loading_the_model(cache: _ModelCa
 
 
 def test_the_model_loads_on_first_encode(cache: _ModelCache) -> None:
-    lazy = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache)
+    lazy = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache, precision="fp32")
     assert not lazy.loaded
     assert lazy.encode(["a cup of tea"]).shape == (1, 384)
     assert lazy.loaded
 
 
 def test_the_fingerprint_is_cached_by_file_stamps(cache: _ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache).identity
+    first = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache, precision="fp32").identity
     entry = json.loads(cache.path.read_text())["models"][str(BUNDLED.resolve())]
     weights = str((BUNDLED / "model.safetensors").resolve())
     assert [weights, (BUNDLED / "model.safetensors").stat().st_size] in [stamp[:2] for stamp in entry["stamps"]]
@@ -59,20 +60,20 @@ def test_the_fingerprint_is_cached_by_file_stamps(cache: _ModelCache, monkeypatc
         raise AssertionError("the weights were hashed again")
 
     monkeypatch.setattr("searchkit.embedding._hash_files", no_hashing)
-    assert SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache).identity == first
+    assert SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache, precision="fp32").identity == first
 
 
 def test_a_changed_weight_file_is_hashed_again(cache: _ModelCache, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     shutil.copytree(BUNDLED, folder)
-    before = SentenceTransformerEmbedder(str(folder), cache=cache).identity
+    before = SentenceTransformerEmbedder(str(folder), cache=cache, precision="fp32").identity
     weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # even on a coarse clock
-    after = SentenceTransformerEmbedder(str(folder), cache=cache).identity
+    after = SentenceTransformerEmbedder(str(folder), cache=cache, precision="fp32").identity
     assert after.weights_sha256 != before.weights_sha256 == weights_sha256(BUNDLED)
     assert after.weights_sha256 == weights_sha256(folder)
 
@@ -80,7 +81,7 @@ def test_a_changed_weight_file_is_hashed_again(cache: _ModelCache, tmp_path: Pat
 def test_a_corrupt_cache_is_ignored_and_rewritten(cache: _ModelCache) -> None:
     cache.path.parent.mkdir(parents=True)
     cache.path.write_text("{not json")
-    identity = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache).identity
+    identity = SentenceTransformerEmbedder("all-MiniLM-L6-v2", cache=cache, precision="fp32").identity
     assert identity.weights_sha256.startswith(BUNDLED_SHA256_PREFIX)
     assert json.loads(cache.path.read_text())["version"] == 1
     assert not list(cache.path.parent.glob(".models-*"))  # no temporary file left behind
@@ -95,20 +96,20 @@ def test_the_cache_lives_in_the_searchkit_cache_dir(tmp_path: Path, monkeypatch:
 def test_a_model_without_weight_files_says_so(cache: _ModelCache, model_copy: Path) -> None:
     (model_copy / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="no weight files"):
-        SentenceTransformerEmbedder(str(model_copy), cache=cache).identity
+        SentenceTransformerEmbedder(str(model_copy), cache=cache, precision="fp32").identity
 
 
 def test_an_identity_the_files_do_not_give_comes_from_the_loaded_model(cache: _ModelCache, model_copy: Path) -> None:
     # Without max_seq_length, sentence-transformers takes it from the tokenizer and model configs.
     (model_copy / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": False}))
-    lazy = SentenceTransformerEmbedder(str(model_copy), cache=cache)
+    lazy = SentenceTransformerEmbedder(str(model_copy), cache=cache, precision="fp32")
     identity = lazy.identity
     assert lazy.loaded
     assert identity.max_seq_length == lazy.model.max_seq_length
     assert identity.dimension == 384 and identity.weights_sha256.startswith(BUNDLED_SHA256_PREFIX)
-    assert SentenceTransformerEmbedder(str(model_copy), cache=cache).identity == identity  # cached too
+    assert SentenceTransformerEmbedder(str(model_copy), cache=cache, precision="fp32").identity == identity  # cached too
 
 
 def test_an_unknown_model_is_a_clear_error(cache: _ModelCache, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load embedding model"):
-        SentenceTransformerEmbedder(str(tmp_path / "no-such-model"), cache=cache).identity
+        SentenceTransformerEmbedder(str(tmp_path / "no-such-model"), cache=cache, precision="fp32").identity
