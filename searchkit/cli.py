@@ -6,7 +6,8 @@ skipped some inputs exits with status 1 after listing them.
 
 Commands that do not embed (``info``, ``delete``, ``reindex``, ``search --mode lexical``,
 ``--help``) never import torch: the embedder reads the model's identity from its files
-and loads the model on first use. Text read from an index is printed through
+and loads the model on first use. Modules only some commands need (evaluation, QA, training, the HTTP client) are imported
+by those commands, so ``info`` and ``search`` start quickly. Text read from an index is printed through
 :func:`printable`, so a document cannot drive the terminal with escape sequences;
 ``--json`` output is exact.
 """
@@ -21,32 +22,21 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from searchkit import __version__
 from searchkit.config import ChunkingConfig
-from searchkit.datasets import load_beir
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError, SearchkitError
-from searchkit.evaluation import (
-    EvalSetting,
-    evaluate_open_domain,
-    evaluate_settings,
-    format_table,
-    parse_variant,
-    write_report,
-)
-from searchkit.client import Client
 from searchkit.index import Hit, Index
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, IngestReport
-from searchkit.reader import ANSWER_MARKERS, Reader, load_reader
 from searchkit.retrieval import Fusion, Mode
 from searchkit.sources import CSV_TYPES, FieldMap, SourceOptions, Sources
-from searchkit.squad import load_squad, paragraph_documents, read_gold
-from searchkit.training import train_reader
+
+if TYPE_CHECKING:
+    from searchkit.reader import Reader
 
 __all__ = ["app", "main", "printable"]
 
@@ -95,6 +85,8 @@ def command(name: str) -> Callable[[F], F]:
 
 def show_version(value: bool) -> None:
     if value:
+        from searchkit import __version__
+
         typer.echo(f"searchkit {__version__}")
         raise typer.Exit()
 
@@ -152,6 +144,15 @@ ReaderOption = Annotated[
 ]
 FusionOption = Annotated[
     Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
+]
+# Left out, a search ranks as the index's search settings say (dense and weighted unless `searchkit tune` chose others).
+SearchModeOption = Annotated[
+    Mode | None,
+    typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused. [default: the index's setting]"),
+]
+SearchFusionOption = Annotated[
+    Fusion | None,
+    typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf. [default: the index's setting]"),
 ]
 ServerOption = Annotated[
     str | None,
@@ -331,8 +332,8 @@ def search_command(
     index: SearchIndexOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
     where: WhereOption = None,
-    mode: ModeOption = Mode.DENSE,
-    fusion: FusionOption = Fusion.WEIGHTED,
+    mode: SearchModeOption = None,
+    fusion: SearchFusionOption = None,
     rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
     reader: ReaderOption = None,
     model: ModelOption = None,
@@ -342,8 +343,12 @@ def search_command(
 ) -> None:
     """Search an index and print the best-matching chunks."""
     if use_server(index, server, model=model, reader=explicit_reader(reader)):
+        from searchkit.client import Client
+
         with Client(server) as client:
-            hits = client.search(query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank)
+            hits = client.search(
+                query, k, where=where or None, mode=mode or Mode.DENSE, fusion=fusion or Fusion.WEIGHTED, rerank=rerank
+            )
     else:
         with Index.open(index, model=model, precision=precision) as opened:
             if rerank:
@@ -388,6 +393,8 @@ def print_hit(hit: Hit, width: int = 300) -> None:
 
 def choose_reader(spec: str | None, embedder: Embedder) -> Reader:
     """The reader named by ``spec``, saying so in one line when it falls back to the default."""
+    from searchkit.reader import load_reader
+
     reader, notice = load_reader(spec, embedder)
     if notice:
         typer.secho(f"notice: {printable(notice)}", err=True, fg=typer.colors.YELLOW)
@@ -415,6 +422,8 @@ def ask_command(
 ) -> None:
     """Answer a question from the index: retrieve passages, read them, print the best answer spans."""
     if use_server(index, server, model=model, reader=explicit_reader(reader)):
+        from searchkit.client import Client
+
         with Client(server) as client:
             answers = client.ask(question, k, where=where or None, mode=mode, candidates=candidates)
     else:
@@ -438,6 +447,8 @@ def snippet_around(context: str, width: int = 240) -> str:
     text = " ".join(context.split())
     if len(text) <= width:
         return text
+    from searchkit.reader import ANSWER_MARKERS
+
     middle = max(text.find(ANSWER_MARKERS[0]), 0)
     start = max(0, min(middle - width // 3, len(text) - width))
     return ("..." if start else "") + text[start:start + width] + ("..." if start + width < len(text) else "")
@@ -464,6 +475,9 @@ def train_reader_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune an extractive QA reader on SQuAD-format data, on the CPU; `ask --reader OUT` then uses it."""
+    from searchkit.squad import load_squad
+    from searchkit.training import train_reader
+
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
     report = train_reader(
@@ -507,6 +521,9 @@ def eval_qa_command(
     as_json: JsonOption = False,
 ) -> None:
     """Exact match and F1 of a reader: on each question's own paragraph, and open-domain through an index."""
+    from searchkit.evaluation import evaluate_open_domain
+    from searchkit.squad import load_squad, paragraph_documents, read_gold
+
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
     embedder = load_embedder(precision=precision)
@@ -681,6 +698,9 @@ def eval_command(
 ) -> None:
     """Measure retrieval quality (nDCG, recall, MRR, MAP, precision) against labeled queries."""
     cutoffs = parse_cutoffs(k)
+    from searchkit.datasets import load_beir
+    from searchkit.evaluation import EvalSetting, evaluate_settings, format_table, parse_variant, write_report
+
     data = load_beir(dataset, split)
     report_problems(data.problems, dataset)
     chunking = None
@@ -707,6 +727,77 @@ def eval_command(
     skipped = results[0].evaluation.skipped
     if skipped:
         typer.echo(f"{len(skipped)} queries without relevant judgements were left out: {', '.join(skipped[:10])}")
+
+
+@command("tune")
+@user_errors
+def tune_command(
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET", help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False
+        ),
+    ],
+    index: Annotated[
+        Path,
+        typer.Option(
+            "--index", "-i", metavar="DIR", show_default=False,
+            help="Index to tune; built from the dataset's corpus if it does not exist.",
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="Qrels split: qrels/<split>.tsv.")] = "test",
+    seed: Annotated[int, typer.Option(help="Seed of the split into tuning and held-out halves.")] = 0,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance the held-out gain needs to be applied.")] = 0.05,
+    apply: Annotated[
+        bool, typer.Option("--apply/--dry-run", help="Write a winner that beats the current settings into the manifest.")
+    ] = True,
+    top: Annotated[int, typer.Option(min=1, help="Rows of the table (best on the tuning half first).")] = 12,
+    cache: Annotated[bool, typer.Option(help="Reuse embeddings of texts embedded before by the same model.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Choose the index's search settings (mode, fusion, hybrid weight, BM25 k1 and b) from labeled queries.
+
+    Every setting of a grid is scored on half of the queries; the best is compared with the
+    index's current settings on the other half, with a paired randomization test, and written
+    into the manifest (later searches use it) only when it wins there significantly.
+    """
+    from searchkit.cache import CachedEmbedder
+    from searchkit.datasets import load_beir
+    from searchkit.sources import read_sources
+    from searchkit.state import MANIFEST_FILE, read_manifest
+    from searchkit.tuning import tune
+
+    data = load_beir(dataset, split)
+    report_problems(data.problems, dataset)
+    model = read_manifest(index).model.name if (index / MANIFEST_FILE).exists() else None
+    embedder = load_embedder(model) if model else load_embedder()
+    with Index.open_or_create(index, model=CachedEmbedder(embedder) if cache else embedder) as opened:
+        opened.add(read_sources([data.corpus_path]), progress=not as_json)  # an interrupted build is completed first
+        result = tune(opened, data, seed=seed, alpha=alpha, apply=apply, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    rows = [("setting", "tune", "held-out")] + [
+        (trial.label(), f"{trial.tune:.4f}", f"{trial.held_out:.4f}") for trial in result.trials[:top]
+    ] + [(f"current: {result.current.label()}", f"{result.current.tune:.4f}", f"{result.current.held_out:.4f}")]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    typer.echo(f"nDCG@10 on {result.tune_queries} tuning and {result.held_out_queries} held-out queries "
+               f"({len(result.trials)} settings)")
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    verdict = (
+        f"winner {result.winner.label()}: held-out nDCG@10 {result.current.held_out:.4f} -> {result.winner.held_out:.4f} "
+        f"({result.gain:+.4f}, paired randomization test p = {result.p_value:.4f})"
+    )
+    typer.echo(verdict)
+    if result.applied:
+        typer.echo(f"written to {index / MANIFEST_FILE}: later searches use it unless they say otherwise")
+    elif result.better:
+        typer.echo("not written (--dry-run)")
+    else:
+        typer.echo(f"the current settings stay: the winner does not beat them on the held-out half at p < {alpha}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
 
 
 def parse_cutoffs(text: str) -> list[int]:
@@ -744,6 +835,9 @@ def serve_command(
     ] = 10.0,
     reader: ReaderOption = None,
     model: ModelOption = None,
+    model_threads: Annotated[
+        int, typer.Option(min=0, help="Threads one query's encode uses; requests run side by side anyway; 0: one per core.")
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve an index over HTTP: a REST API (docs at /docs), a search page at /, for `--server` and searchkit.Client.
@@ -768,7 +862,7 @@ def serve_command(
             f"serving {printable(index)} ({len(opened):,} documents) on http://{printable(host)}:{port}"
             f" (writes {'on' if allow_writes else 'off'})", err=True,
         )
-        serve(opened, host, port, settings, access_log=access_log)
+        serve(opened, host, port, settings, model_threads=model_threads or None, access_log=access_log)
 
 
 class _NoticeHandler(logging.Handler):

@@ -18,17 +18,21 @@ Content-Security-Policy that forbids inline scripts.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
+import os
 import re
 import socket
+import sys
 import threading
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -283,10 +287,19 @@ def _stem(word: str) -> str:
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
-def _query_terms(query: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _query_matcher(query: str) -> tuple[frozenset[str], re.Pattern[str] | None]:
+    """The query's stems, and a pattern for the words that start with one (a stem is a prefix of its word).
+
+    Only the words the pattern finds are stemmed, so a snippet costs a regex scan, not a stem per word.
+    """
     words = [w.lower() for w in _WORD.findall(query)]
     meaningful = [w for w in words if w not in _STOPWORDS] or words
-    return {_stem(w) for w in meaningful}
+    terms = frozenset(_stem(w) for w in meaningful)
+    if not terms:
+        return terms, None
+    alternatives = "|".join(re.escape(term) for term in sorted(terms, key=len, reverse=True))
+    return terms, re.compile(rf"\b(?:{alternatives})\w*", re.IGNORECASE)
 
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> tuple[str, list[tuple[int, int]]]:
@@ -296,8 +309,9 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> tuple[str, lis
     text left out. Offsets are into the returned snippet, so a page can wrap them in
     ``<mark>`` elements without ever parsing the document as HTML.
     """
-    terms = _query_terms(query)
-    matches = [(m.start(), m.end(), stem) for m in _WORD.finditer(text) if (stem := _stem(m.group())) in terms]
+    terms, pattern = _query_matcher(query)
+    found = pattern.finditer(text) if pattern else ()
+    matches = [(m.start(), m.end(), stem) for m in found if (stem := _stem(m.group())) in terms]
     if len(text) <= width:
         start, end = 0, len(text)
     else:
@@ -517,10 +531,14 @@ class _PageFiles(StaticFiles):
         return response
 
 
+_HIT_FIELDS = [f.name for f in dataclass_fields(Hit)]
+
+
 def _result(query: str, hits: list[Hit], request: SearchRequest, took_ms: float) -> SearchResult:
     def model(hit: Hit, rank: int | None = None) -> HitModel:
         text, marks = snippet(hit.text, query, request.snippet_chars)
-        return HitModel(**asdict(hit) | ({"rank": rank} if rank else {}), snippet=text, highlights=marks)
+        fields = {name: getattr(hit, name) for name in _HIT_FIELDS} | ({"rank": rank} if rank else {})
+        return HitModel(**fields, snippet=text, highlights=marks)
 
     if not request.group:
         return SearchResult(query=query, hits=[model(hit) for hit in hits], took_ms=took_ms)
@@ -705,14 +723,34 @@ def serve(
     port: int = 8000,
     settings: ServerSettings | None = None,
     *,
+    model_threads: int | None = 1,
     access_log: bool = True,
     log_level: str = "info",
 ) -> None:
-    """Serve ``index`` until interrupted; the model is loaded before the first request is taken."""
+    """Serve ``index`` until interrupted; the model is loaded before the first request is taken.
+
+    ``model_threads`` is how many threads one encode uses (None: PyTorch's default, one per
+    core). A server runs many requests at once, so one each keeps the cores busy without
+    oversubscribing them; on a busy 2-core machine it cut a query's encode from about 20 to
+    7 ms (benchmarks/serve_load.py).
+    """
     import uvicorn
 
+    if model_threads is not None:
+        _limit_model_threads(model_threads)
     index.embedder.encode(["warm up"])
     uvicorn.run(create_app(index, settings), host=host, port=port, access_log=access_log, log_level=log_level)
+
+
+def _limit_model_threads(threads: int) -> None:
+    """Threads per encode. OpenMP reads its setting once per thread it starts, so the environment is set
+    before torch is first imported (as `searchkit serve` does); later, only this thread's share can change."""
+    if "torch" not in sys.modules:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @dataclass
