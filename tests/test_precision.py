@@ -11,8 +11,7 @@ import pytest
 from conftest import DATASETS, SMALL_CORPUS
 from searchkit import CachedEmbedder, ConfigError, Index, SentenceTransformerEmbedder, load_embedder
 from searchkit import embedding as embedding_module
-from searchkit.cache import JsonCache
-from searchkit.precision import AGREEMENT, DECISIONS_FILE, SAMPLE_QUERIES, bf16_cpu_flags, check_precision
+from searchkit.precision import AGREEMENT, DECISIONS_FILE, SAMPLE_QUERIES, bf16_cpu_flags, check_precision, decisions_cache
 
 QUERIES = ["which animal purrs", "a language without a garbage collector", "how is espresso made", "stars and gravity"]
 
@@ -85,14 +84,14 @@ def test_auto_resolves_to_what_the_detection_says(embedder: SentenceTransformerE
 
 def test_without_bf16_support_auto_is_fp32_without_measuring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(embedding_module, "bf16_cpu_flags", lambda: [])
-    lazy = SentenceTransformerEmbedder(decisions=JsonCache(DECISIONS_FILE, 1, tmp_path / DECISIONS_FILE))
+    lazy = SentenceTransformerEmbedder(decisions=decisions_cache(tmp_path / DECISIONS_FILE))
     lazy._passage_candidates = None  # type: ignore[assignment]
     assert lazy.precision == "fp32" and lazy.identity.precision == "fp32"
     assert not lazy.loaded and not (tmp_path / DECISIONS_FILE).exists()
 
 
 def test_a_faster_encoder_is_chosen_only_if_it_agrees_with_fp32(embedder, tmp_path: Path) -> None:
-    measured = sibling(embedder, "auto", decisions=JsonCache(DECISIONS_FILE, 1, tmp_path / DECISIONS_FILE))
+    measured = sibling(embedder, "auto", decisions=decisions_cache(tmp_path / DECISIONS_FILE))
     good = lambda: np.eye(4, dtype=np.float32)  # noqa: E731
     bad = lambda: np.roll(np.eye(4, dtype=np.float32), 1, axis=0)  # noqa: E731
     measured._query_candidates = lambda: ({"fp32": good, "int8-onnx-1": bad}, np.eye(4, dtype=np.float32))  # type: ignore[method-assign]
