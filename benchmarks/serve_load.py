@@ -48,6 +48,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from searchkit import Index, Sources, load_embedder  # noqa: E402
+from searchkit.server import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -94,7 +95,10 @@ def start_server(index_path: Path, port: int) -> subprocess.Popen[bytes]:
 
 def overhead(index: Index, url: str, queries: list[str], where: list[str], rounds: int) -> dict[str, Any]:
     """In-process and HTTP latency of the same requests, alternating by round; medians over rounds."""
-    per_round: dict[str, list[dict[str, float]]] = {"in_process": [], "http": [], "client_minus_server": []}
+    per_round: dict[str, list[dict[str, float]]] = {
+        "in_process": [], "http": [], "client_minus_server": [], "asgi_minus_server": [], "health_round_trip": [],
+    }
+    app = create_app(index)
     with httpx.Client(base_url=url, timeout=60) as http:
         for query in queries[:3]:  # warm both paths
             index.search(query, 10)
@@ -115,12 +119,32 @@ def overhead(index: Index, url: str, queries: list[str], where: list[str], round
                     response.raise_for_status()
                     remote.append(waited)
                     gap.append(waited - response.json()["took_ms"])
-            for name, values in (("in_process", local), ("http", remote), ("client_minus_server", gap)):
+            framework = asyncio.run(asgi_gaps(app, queries, where))
+            health: list[float] = []
+            for _ in queries:
+                started = time.perf_counter()
+                http.get("/health").raise_for_status()
+                health.append((time.perf_counter() - started) * 1000)
+            for name, values in (("in_process", local), ("http", remote), ("client_minus_server", gap),
+                                 ("asgi_minus_server", framework), ("health_round_trip", health)):
                 per_round[name].append({"p50": percentile(values, 50), "p99": percentile(values, 99), "n": len(values)})
-    summary = {name: {stat: statistics.median(r[stat] for r in rounds_) for stat in ("p50", "p99")}
-               for name, rounds_ in per_round.items()}
+    summary: dict[str, Any] = {name: {stat: statistics.median(r[stat] for r in rounds_) for stat in ("p50", "p99")}
+                               for name, rounds_ in per_round.items()}
     summary["overhead_p50_ms"] = summary["http"]["p50"] - summary["in_process"]["p50"]
     return {"rounds": per_round, "median_of_rounds": summary}
+
+
+async def asgi_gaps(app: Any, queries: list[str], where: list[str]) -> list[float]:
+    """The app called in this process without a socket: what the framework (parsing, validation, the thread
+    pool, snippets, JSON) adds to the search itself."""
+    gaps = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process") as http:
+        for query in queries:
+            for kind in KINDS:
+                started = time.perf_counter()
+                response = await http.post("/search", json=search_args(query, kind, where))
+                gaps.append((time.perf_counter() - started) * 1000 - response.json()["took_ms"])
+    return gaps
 
 
 async def load(url: str, queries: list[str], where: list[str], clients: int, seconds: float, write_every: float) -> dict[str, Any]:
@@ -221,6 +245,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"| in process: `Index.search` | {over['in_process']['p50']:.2f} | {over['in_process']['p99']:.2f} |",
         f"| over HTTP: `POST /search` (client-observed) | {over['http']['p50']:.2f} | {over['http']['p99']:.2f} |",
         f"| per request: client-observed minus the server's own search time | {over['client_minus_server']['p50']:.2f} | {over['client_minus_server']['p99']:.2f} |",
+        f"| per request, the app called in process without a socket (framework, snippets, JSON) minus the search time | {over['asgi_minus_server']['p50']:.2f} | {over['asgi_minus_server']['p99']:.2f} |",
+        f"| `GET /health` round trip (the floor of any request from this client to this server) | {over['health_round_trip']['p50']:.2f} | {over['health_round_trip']['p99']:.2f} |",
         "",
         f"HTTP p50 minus in-process p50: **{over['overhead_p50_ms']:.2f} ms** (goal: at most 2 ms).",
         "",
