@@ -140,10 +140,20 @@ class Bm25:
         ``k`` chunks (among those allowed) hold one of its terms. Statistics are over the
         whole index, filtered or not, so a filter changes which chunks compete, not their scores.
         """
+        return self.ranked(self.postings(query), k, k1, b, allowed)
+
+    def postings(self, query: str) -> Postings | None:
+        """What ranking ``query`` needs from the store, whatever k1 and b (tuning reads it once)."""
         terms = self.analyzer.terms(query)
-        if not terms:
+        return self.store.term_postings(terms) if terms else None
+
+    @staticmethod
+    def ranked(
+        postings: Postings | None, k: int, k1: float, b: float, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        if postings is None:
             return []
-        ids, scores = bm25_scores(self.store.term_postings(terms), k1, b)
+        ids, scores = bm25_scores(postings, k1, b)
         if allowed is not None:
             keep = np.isin(ids, allowed)
             ids, scores = ids[keep], scores[keep]

@@ -154,9 +154,7 @@ _FTS_CREATE = f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, t
 _FTS_INSTANCES_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_instances USING fts5vocab(chunks_fts, 'instance')"
 # FTS5's own records: each chunk's length in tokens (one varint per column), and at id 1 of
 # its data table the totals (varints: rows, then tokens per column).
-_FTS_POSTINGS = (
-    "SELECT v.doc, count(*) FROM chunks_fts_instances AS v WHERE v.term = :term GROUP BY v.doc ORDER BY v.doc"
-)
+_FTS_POSTINGS = "SELECT doc, count(*) FROM chunks_fts_instances WHERE term = ? GROUP BY doc ORDER BY doc"
 _FTS_LENGTHS = "SELECT id, sz FROM chunks_fts_docsize WHERE id IN ({})"
 _FTS_TOTALS = "SELECT block FROM chunks_fts_data WHERE id = 1"
 _FTS_FILL = (
@@ -394,6 +392,15 @@ class Store:
             rows = conn.execute(page).all()
         return total, [_stored_document(row) for row in rows]
 
+    def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """{chunk id: its document's id}, without the texts (evaluating rankings needs only this)."""
+        query = select(chunks.c.id, documents.c.doc_id).join(documents, chunks.c.document_pk == documents.c.pk)
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for batch in _batches([int(i) for i in chunk_ids], 500):
+                found.update((chunk_id, doc_id) for chunk_id, doc_id in conn.execute(query.where(chunks.c.id.in_(batch))))
+        return found
+
     def chunk_ids_where(self, condition: ColumnElement[bool]) -> np.ndarray:
         with self.engine.connect() as conn:
             ids = conn.execute(_chunks_where(condition)).scalars().all()
@@ -403,24 +410,32 @@ class Store:
         """The full-text statistics BM25 needs for these (already stemmed) terms, in one read transaction.
 
         Terms are bound as parameters of a vocabulary lookup, never parsed as FTS5 query
-        syntax, so no query text can be misread as an operator.
+        syntax, so no query text can be misread as an operator. Rows are read through the
+        driver's cursor: a query can touch thousands of postings, and this is its hot path.
         """
         found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN")  # one snapshot: postings, lengths and totals agree
-            totals = conn.execute(text(_FTS_TOTALS)).scalar()
-            rows, tokens = _varints(totals, 2) if totals else (0, 0)
-            for term in dict.fromkeys(terms):
-                pairs = conn.execute(text(_FTS_POSTINGS), {"term": term}).all()
-                if pairs:
-                    found[term] = (np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64))
-            ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in found.values()])) if found else np.zeros(0, np.int64)
-            lengths: dict[int, int] = {}
-            for batch in _batches(ids.tolist(), 500):
-                marks = ",".join(str(int(i)) for i in batch)
-                lengths.update((int(i), _varints(sz, 1)[0]) for i, sz in conn.exec_driver_sql(_FTS_LENGTHS.format(marks)))
-        known = np.array(sorted(lengths), dtype=np.int64)
-        return Postings(rows, tokens, found, (known, np.array([lengths[int(i)] for i in known], dtype=np.int64)))
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute("BEGIN")  # one snapshot: postings, lengths and totals agree
+            try:
+                totals = cursor.execute(_FTS_TOTALS).fetchone()
+                rows, tokens = _varints(totals[0], 2) if totals else (0, 0)
+                for term in dict.fromkeys(terms):
+                    pairs = np.array(cursor.execute(_FTS_POSTINGS, (term,)).fetchall(), dtype=np.int64).reshape(-1, 2)
+                    if len(pairs):
+                        found[term] = (pairs[:, 0], pairs[:, 1])
+                ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in found.values()])) if found else np.zeros(0, np.int64)
+                sized = [
+                    row for batch in _batches(ids.tolist(), 5000)
+                    for row in cursor.execute(_FTS_LENGTHS.format(",".join(map(str, batch))))
+                ]
+            finally:
+                cursor.execute("ROLLBACK")
+                cursor.close()
+        known = np.fromiter((row[0] for row in sized), dtype=np.int64, count=len(sized))
+        lengths = _single_varints([row[1] for row in sized])
+        order = np.argsort(known)
+        return Postings(rows, tokens, found, (known[order], lengths[order]))
 
     def documents_from(self, sources: Sequence[str]) -> dict[str, str]:
         """{doc_id: source} of the documents read from these files, or from files under these folders."""
@@ -596,6 +611,22 @@ def _varints(blob: bytes, count: int) -> list[int]:
             if byte < 0x80:
                 break
         values.append(value)
+    return values
+
+
+def _single_varints(blobs: Sequence[bytes]) -> np.ndarray:
+    """The varint each blob holds (a one-column FTS5 docsize record), decoded for all blobs at once."""
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    if not len(blobs):
+        return sizes
+    if sizes.max() > 3:  # over two million tokens in one chunk: never from searchkit's chunking
+        return np.array([_varints(blob, 1)[0] for blob in blobs], dtype=np.int64)
+    data = np.frombuffer(b"".join(blobs), dtype=np.uint8).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    values = np.zeros(len(blobs), dtype=np.int64)
+    for byte in range(3):  # big-endian groups of 7 bits
+        has = sizes > byte
+        values[has] = (values[has] << 7) | (data[starts[has] + byte] & 0x7F)
     return values
 
 
