@@ -184,7 +184,7 @@ def test_corrupt_store_is_a_clear_error(corpus_dir: Path, tmp_path: Path) -> Non
     for name in ("store.sqlite-wal", "store.sqlite-shm"):
         (index / name).unlink(missing_ok=True)
     result = invoke("search", "tea", "--index", index)
-    assert result.exit_code == 2 and "not a readable searchkit store" in result.output
+    assert result.exit_code == 2 and "store.sqlite is damaged" in result.output and "cannot be derived" in result.output
     assert "Traceback" not in result.output
 
 
