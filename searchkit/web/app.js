@@ -135,8 +135,11 @@ async function ask(params) {
     const result = await api("/ask", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const best = result.answers[0];
     if (!best) { panel.replaceChildren(el("p", "muted", "No answer found.")); return; }
-    const [before, rest] = best.context.split("«", 2);
-    const [answer, after] = (rest || "").split("»", 2);
+    const [whole, rest] = best.context.split("«", 2);
+    const [answer, tail] = (rest || "").split("»", 2);
+    // About 160 characters either side of the answer, cut at spaces, as the command line shows it.
+    const before = whole.length > 160 ? "…" + whole.slice(whole.indexOf(" ", whole.length - 160) + 1) : whole;
+    const after = (tail || "").length > 160 ? tail.slice(0, tail.lastIndexOf(" ", 160)) + "…" : tail;
     const context = el("p", "context");
     context.append(clean(before || ""), el("mark", "", answer || best.answer), clean(after || ""));
     const source = el("a", "source", best.title || best.doc_id);
