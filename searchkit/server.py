@@ -744,7 +744,7 @@ def serve(
 
     if model_threads is not None:
         _limit_model_threads(model_threads)
-    index.embedder.encode(["warm up"])
+    index.search("warm up", 1)  # loads the model and reads every structure a search touches
     uvicorn.run(create_app(index, settings), host=host, port=port, access_log=access_log, log_level=log_level)
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -317,3 +323,38 @@ def test_health_info_openapi_and_page(api: httpx.Client) -> None:
     assert page.status_code == 200 and "<form" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "default-src 'none'" in api.get("/static/app.js").headers["content-security-policy"]
+
+
+def test_searchkit_serve_in_its_own_process(index: Index, embedder: object, tmp_path: Path) -> None:
+    """The real command: it starts, answers, sees a document this (other) process adds, and stops on Ctrl-C."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "searchkit.cli", "serve", "--index", str(index.path), "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "searchkit serve did not start within 90 s"
+                time.sleep(0.2)
+        http = httpx.Client(base_url=url, timeout=60)
+        assert ids(http.get("/search", params={"q": "animal that barks", "k": 1}).json()) == ["dog"]
+        assert "--allow-writes" in error(http.post("/documents", json={"documents": []}), 403)
+        with Index.open(index.path, model=embedder) as writer:
+            writer.add([Document("comet", "Comets are icy bodies that grow glowing tails near the Sun.", "Comets")])
+            try:
+                assert ids(http.get("/search", params={"q": "icy bodies with glowing tails", "k": 1}).json()) == ["comet"]
+            finally:
+                writer.delete(["comet"])
+        http.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=30)[0].decode()
+    assert server.returncode == 0, output
+    assert f"on http://127.0.0.1:{port} (writes off)" in output
