@@ -684,7 +684,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not declared.isdigit():
+            await _error(400, "bad_request", "the Content-Length header is not a number")({"type": "http"}, _no_body, send)
+            return
+        if declared is not None and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
         chunks: list[bytes] = []
