@@ -327,8 +327,8 @@ class Index:
                 if save:
                     try:
                         self._state.save()
-                    except Exception as exc:  # the first error is the one to report; open() repairs the rest
-                        log.warning("%s: could not save the vector state after an error (%s)", self.path, exc)
+                    except Exception as exc:  # the first error is the one to report; the next open repairs and says so
+                        log.debug("%s: could not save the vector state after an error (%s)", self.path, exc)
                 raise
             if save:
                 self._state.save()
