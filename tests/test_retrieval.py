@@ -97,3 +97,82 @@ def test_unknown_mode_is_a_clear_error(small_index) -> None:
         small_index.search("bread", mode="fuzzy")
     with pytest.raises(QueryError, match="unknown fusion"):
         small_index.search("bread", mode="hybrid", fusion="max")
+
+
+def test_bm25_scores_follow_the_formula() -> None:
+    import math
+
+    import numpy as np
+
+    from searchkit.lexical import Postings, bm25_scores
+
+    postings = Postings(
+        chunks=4, tokens=40,
+        terms={"tide": (np.array([1, 3]), np.array([2, 1])), "moon": (np.array([3]), np.array([4]))},
+        lengths=(np.array([1, 3]), np.array([5, 20])),
+    )
+    ids, scores = bm25_scores(postings, k1=0.9, b=0.4)
+    idf = lambda df: math.log(1 + (4 - df + 0.5) / (df + 0.5))  # noqa: E731
+    part = lambda tf, length: tf * 1.9 / (tf + 0.9 * (0.6 + 0.4 * length / 10))  # noqa: E731
+    assert ids.tolist() == [1, 3]
+    assert scores[0] == pytest.approx(idf(2) * part(2, 5))
+    assert scores[1] == pytest.approx(idf(2) * part(1, 20) + idf(1) * part(4, 20))
+
+
+def test_query_analysis_drops_stopwords_and_stems_like_the_index() -> None:
+    analyzer = QueryAnalyzer()
+    assert analyzer.terms("What are the effects of vaccines on the elderly?") == ["effect", "vaccin", "elderli"]
+    assert analyzer.terms("to be or not to be") == ["to", "be", "or", "not"]  # nothing but stopwords: all kept
+    assert analyzer.terms("Café NAÏVE") == ["cafe", "naiv"]
+    assert analyzer.terms("!!! ...") == []
+
+
+def test_stopwords_do_not_change_a_lexical_ranking(small_index) -> None:
+    assert small_index.search("what is the sourdough starter", k=3, mode="lexical") == \
+        small_index.search("sourdough starter", k=3, mode="lexical")
+
+
+def test_bm25_statistics_stay_in_step_with_writes(make_index) -> None:
+    from searchkit.lexical import QueryAnalyzer
+
+    index = make_index(SMALL_CORPUS)
+    terms = QueryAnalyzer().terms("sourdough yeast")
+
+    def statistics():
+        postings = index.store.term_postings(terms)
+        with index.store.engine.connect() as conn:
+            from sqlalchemy import text
+
+            chunk_ids = [row[0] for row in conn.execute(text("SELECT id FROM chunks"))]
+        return postings, chunk_ids
+
+    postings, chunk_ids = statistics()
+    assert postings.chunks == len(chunk_ids) == index.store.counts()[1]
+    assert set(postings.terms) == {"sourdough", "yeast"}
+    index.add([Document("bread", "Yeast yeast yeast.", "Yeast", {"topic": "cooking"})] + [d for d in SMALL_CORPUS if d.id != "bread"])
+    postings, chunk_ids = statistics()
+    assert "sourdough" not in postings.terms and postings.terms["yeast"][1].tolist() == [4]  # title and text
+    assert postings.lengths[1].tolist() == [4]
+    index.delete(["bread"])
+    postings, chunk_ids = statistics()
+    assert postings.terms == {} and postings.chunks == len(chunk_ids) == index.store.counts()[1]
+
+
+def test_k1_and_b_come_from_the_index_settings(make_index) -> None:
+    from dataclasses import replace
+
+    index = make_index([Document("short", "Tides tides tides."), Document("long", "Tides and many other words about the sea shore.")])
+    before = index.search("tides", k=2, mode="lexical")
+    index.configure_search(replace(index.config.search, k1=2.0, b=1.0))
+    after = index.search("tides", k=2, mode="lexical")
+    assert [h.doc_id for h in before] == [h.doc_id for h in after] == ["short", "long"]
+    assert after[0].score > before[0].score and after[1].score < before[1].score  # more saturation room, more length penalty
+
+
+def test_filtered_lexical_search_fills_k_when_enough_chunks_match(make_index) -> None:
+    documents = [Document(f"d{i}", f"Common words everywhere, item {i}.", metadata={"even": i % 2 == 0}) for i in range(60)]
+    index = make_index(documents)
+    for mode in ("lexical", "hybrid"):
+        hits = index.search("common words", k=25, mode=mode, where={"even": True})
+        assert len(hits) == 25 and all(h.metadata["even"] for h in hits), mode
+        assert len(index.search("common words", k=200, mode=mode)) == 60, mode
