@@ -142,3 +142,19 @@ def test_an_unknown_precision_is_a_clear_error() -> None:
         load_embedder(precision="fp16")
     with pytest.raises(ConfigError, match="passage precision"):
         load_embedder(passages="auto")
+
+
+def test_info_shows_the_precision_and_the_commands_take_it(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    from typer.testing import CliRunner
+
+    from searchkit.cli import app
+
+    with Index.create(tmp_path / "index", model=sibling(embedder, "bf16")):
+        pass
+    runner = CliRunner()
+    shown = runner.invoke(app, ["info", "--index", str(tmp_path / "index")])
+    assert shown.exit_code == 0 and "bf16 (passages)" in shown.output
+    for command in ("index", "search", "ask", "eval", "eval-qa"):
+        assert "--precision" in runner.invoke(app, [command, "--help"], terminal_width=200).output
+    wrong = runner.invoke(app, ["search", "tides", "--index", str(tmp_path / "index"), "--precision", "fp16"])
+    assert wrong.exit_code == 2 and "auto, fp32, bf16" in wrong.output
