@@ -2,8 +2,10 @@
 
 Which mode wins, how to fuse, and BM25's k1 and b all depend on the collection (see
 ``benchmarks/results/``). Given queries with judgements, every combination of a grid is
-scored on one half of the queries, the best is checked against the index's current
-settings on the other half (never seen while choosing, so the gain is not the optimism of
+scored on one half of the queries; among the settings that half cannot tell from the
+best (a paired test at the same significance), the one that departs least from the built-in
+defaults is chosen, since picking the top of hundreds of near-equal settings mostly picks
+noise. It is checked against the index's current settings on the other half (never seen while choosing, so the gain is not the optimism of
 having picked the best of many), with a paired randomization test on the per-query
 scores, and it is written into the manifest only when it wins there significantly.
 
@@ -185,6 +187,15 @@ def _per_query(run: Run, qrels: Mapping[str, Mapping[str, int]], ids: Sequence[s
     return np.array([per_query[q][f"ndcg@{METRIC_K}"] for q in sorted(per_query)])
 
 
+def _departures(settings: SearchConfig) -> int:
+    """How many of the settings that matter for this mode differ from the built-in defaults."""
+    default = SearchConfig()
+    keys = {"dense": ["mode"], "lexical": ["mode", "k1", "b"]}.get(settings.mode, ["mode", "fusion", "hybrid_weight", "k1", "b"])
+    if settings.mode == "hybrid" and settings.fusion == "rrf":
+        keys.remove("hybrid_weight")
+    return sum(getattr(settings, key) != getattr(default, key) for key in keys)
+
+
 def tune(
     index: Index,
     dataset: BeirDataset,
@@ -195,7 +206,7 @@ def tune(
     apply: bool = True,
     progress: bool = False,
 ) -> TuneResult:
-    """Score ``grid`` (default :func:`search_grid`) on half the queries, check the best on the other half.
+    """Score ``grid`` (default :func:`search_grid`) on half the queries, check the chosen one on the other half.
 
     With ``apply``, the winner becomes the index's search settings (in its manifest) when it
     beats the current ones on the held-out half with p < ``alpha``; otherwise nothing changes.
@@ -210,9 +221,14 @@ def tune(
         run = rankings.run(settings)
         scored[settings] = (_per_query(run, dataset.qrels, tune_ids), _per_query(run, dataset.qrels, held_out_ids))
     trial = lambda s: Trial(s, float(scored[s][0].mean()), float(scored[s][1].mean()))  # noqa: E731
-    # Best on the tuning half; ties go to the earlier setting of the grid (the simpler one).
-    trials = sorted((trial(s) for s in candidates), key=lambda t: -t.tune)
-    winner, current = trials[0], trial(current_settings)
+    trials = sorted((trial(s) for s in candidates), key=lambda t: -t.tune)  # stable: grid order breaks ties
+    best = trials[0].settings
+    indistinguishable = [
+        t for t in trials
+        if paired_randomization_test(scored[best][0], scored[t.settings][0], rounds=2000, seed=seed) >= alpha
+    ]
+    winner = min(indistinguishable, key=lambda t: (_departures(t.settings), -t.tune))
+    current = trial(current_settings)
     gain = winner.held_out - current.held_out
     p_value = paired_randomization_test(scored[current_settings][1], scored[winner.settings][1], seed=seed)
     result = TuneResult(trials, current, winner, gain, p_value, len(tune_ids), len(held_out_ids), alpha)

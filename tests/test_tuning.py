@@ -13,7 +13,7 @@ from searchkit import Index, SearchConfig, load_beir
 from searchkit.cli import app
 from searchkit.evaluation import CHUNKS_PER_DOCUMENT
 from searchkit.sources import read_sources
-from searchkit.tuning import _Rankings, paired_randomization_test, search_grid, split_queries, tune
+from searchkit.tuning import _departures, _Rankings, paired_randomization_test, search_grid, split_queries, tune
 
 DEMO = REPO_ROOT / "corpora" / "demo"
 
@@ -42,6 +42,14 @@ def test_paired_randomization_test() -> None:
     assert paired_randomization_test(a, a + 0.2) < 0.001  # every query better
     noise = a + rng.normal(0, 0.2, size=60)
     assert paired_randomization_test(a, noise - noise.mean() + a.mean()) > 0.5  # no shift on average
+
+
+def test_departures_count_only_the_settings_a_mode_uses() -> None:
+    assert _departures(SearchConfig()) == 0
+    assert _departures(SearchConfig(mode="dense", k1=2.0, hybrid_weight=0.2)) == 0  # dense ignores BM25 and fusion
+    assert _departures(SearchConfig(mode="hybrid")) == 1
+    assert _departures(SearchConfig(mode="hybrid", fusion="rrf", hybrid_weight=0.2)) == 2  # rrf has no weight
+    assert _departures(SearchConfig(mode="lexical", k1=1.2, b=0.75)) == 3
 
 
 def test_grid_covers_every_mode_and_the_defaults() -> None:
@@ -79,7 +87,8 @@ def test_tune_reports_a_held_out_comparison_and_applies_only_a_significant_winne
     result = tune(demo_index, dataset, grid=small_grid, apply=False)
     assert result.tune_queries + result.held_out_queries == len(dataset.queries)
     assert result.current.settings == SearchConfig() and len(result.trials) == 4  # the grid and the current settings
-    assert result.trials[0] == result.winner and result.winner.tune == max(t.tune for t in result.trials)
+    assert result.winner in result.trials and result.trials[0].tune == max(t.tune for t in result.trials)
+    assert _departures(result.winner.settings) <= _departures(result.trials[0].settings)
     assert result.gain == pytest.approx(result.winner.held_out - result.current.held_out)
     assert 0 < result.p_value <= 1 and not result.applied
     assert demo_index.config.search == SearchConfig()
