@@ -658,15 +658,18 @@ def reindex_command(
         typer.echo(f"rebuilt the vector index at {printable(index)}: {kind}, {count:,} vectors")
 
 
+DatasetArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="DATASET", help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False
+    ),
+]
+
+
 @command("eval")
 @user_errors
 def eval_command(
-    dataset: Annotated[
-        Path,
-        typer.Argument(
-            metavar="DATASET", help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False
-        ),
-    ],
+    dataset: DatasetArgument,
     index: Annotated[
         Path,
         typer.Option(
@@ -733,12 +736,7 @@ def eval_command(
 @command("tune")
 @user_errors
 def tune_command(
-    dataset: Annotated[
-        Path,
-        typer.Argument(
-            metavar="DATASET", help="Folder in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.", show_default=False
-        ),
-    ],
+    dataset: DatasetArgument,
     index: Annotated[
         Path,
         typer.Option(
