@@ -132,9 +132,6 @@ WhereOption = Annotated[
         help="Metadata condition such as 'year>=2020', 'topic=nlp' or 'lang in en,de' (repeatable; all must hold).",
     ),
 ]
-ModeOption = Annotated[
-    Mode, typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused.")
-]
 ReaderOption = Annotated[
     str | None,
     typer.Option(
@@ -142,15 +139,12 @@ ReaderOption = Annotated[
         help="QA reader: 'sentence' (default, offline), or a folder written by train-reader, or any transformers QA model.",
     ),
 ]
-FusionOption = Annotated[
-    Fusion, typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf.")
-]
 # Left out, a search ranks as the index's search settings say (dense and weighted unless `searchkit tune` chose others).
-SearchModeOption = Annotated[
+ModeOption = Annotated[
     Mode | None,
     typer.Option("--mode", help="dense: by meaning; lexical: BM25 over words; hybrid: both fused. [default: the index's setting]"),
 ]
-SearchFusionOption = Annotated[
+FusionOption = Annotated[
     Fusion | None,
     typer.Option("--fusion", help="How hybrid fuses the rankings: weighted normalised scores, or rrf. [default: the index's setting]"),
 ]
@@ -332,8 +326,8 @@ def search_command(
     index: SearchIndexOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 10,
     where: WhereOption = None,
-    mode: SearchModeOption = None,
-    fusion: SearchFusionOption = None,
+    mode: ModeOption = None,
+    fusion: FusionOption = None,
     rerank: Annotated[str | None, typer.Option(help="'qa': reorder the hits by how well they answer the query.")] = None,
     reader: ReaderOption = None,
     model: ModelOption = None,
@@ -347,7 +341,7 @@ def search_command(
 
         with Client(server) as client:
             hits = client.search(
-                query, k, where=where or None, mode=mode or Mode.DENSE, fusion=fusion or Fusion.WEIGHTED, rerank=rerank
+                query, k, where=where or None, mode=mode, fusion=fusion, rerank=rerank
             )
     else:
         with Index.open(index, model=model, precision=precision) as opened:
@@ -413,7 +407,7 @@ def ask_command(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of answers.")] = 5,
     candidates: Annotated[int, typer.Option(min=1, help="Chunks retrieved and read.")] = 20,
     where: WhereOption = None,
-    mode: ModeOption = Mode.DENSE,
+    mode: ModeOption = None,
     reader: ReaderOption = None,
     model: ModelOption = None,
     precision: PrecisionOption = "auto",
@@ -516,7 +510,7 @@ def eval_qa_command(
         ),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Passages read per question in open-domain QA.")] = 5,
-    mode: ModeOption = Mode.DENSE,
+    mode: ModeOption = None,
     precision: PrecisionOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
@@ -686,8 +680,8 @@ def eval_command(
             "mode, fusion, model, precision, chunk_tokens, overlap, max_chunks, index (repeatable), e.g. 'mode=hybrid'."
         ),
     ] = None,
-    mode: ModeOption = Mode.DENSE,
-    fusion: FusionOption = Fusion.WEIGHTED,
+    mode: ModeOption = None,
+    fusion: FusionOption = None,
     model: ModelOption = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size when the index is built [default: 254].")] = None,
     overlap: Annotated[int | None, typer.Option(help="Chunk overlap when the index is built [default: 32].")] = None,
@@ -716,7 +710,7 @@ def eval_command(
             max_chunks or defaults.max_chunks,
         )
     base = EvalSetting(
-        index.name if mode is Mode.DENSE else f"{index.name} {mode.value}", index, model, chunking, mode, fusion, precision
+        index.name if mode is None else f"{index.name} {mode.value}", index, model, chunking, mode, fusion, precision
     )
     settings = [base] + [base.with_changes(parse_variant(text)) for text in compare or []]
     results = evaluate_settings(data, settings, cutoffs, cache=cache, progress=not as_json)

@@ -39,7 +39,7 @@ from searchkit.filters import Where
 from searchkit.index import QA_CANDIDATES, DeleteReport, DocumentPage, Hit
 from searchkit.ingest import IngestReport
 from searchkit.reader import Answer
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
+from searchkit.retrieval import Fusion, Mode
 from searchkit.store import StoredDocument
 
 __all__ = ["Client", "ServerError", "DEFAULT_URL"]
@@ -83,9 +83,9 @@ class Client:
         k: int = 10,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
-        fusion: Fusion | str = Fusion.WEIGHTED,
-        hybrid_weight: float = HYBRID_WEIGHT,
+        mode: Mode | str | None = None,
+        fusion: Fusion | str | None = None,
+        hybrid_weight: float | None = None,
         rerank: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``; see :meth:`searchkit.Index.search`."""
@@ -98,9 +98,9 @@ class Client:
         k: int = 10,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
-        fusion: Fusion | str = Fusion.WEIGHTED,
-        hybrid_weight: float = HYBRID_WEIGHT,
+        mode: Mode | str | None = None,
+        fusion: Fusion | str | None = None,
+        hybrid_weight: float | None = None,
         rerank: str | None = None,
     ) -> list[list[Hit]]:
         """Many queries in one request, one encode on the server; see :meth:`searchkit.Index.search_batch`."""
@@ -117,7 +117,7 @@ class Client:
         k: int = 5,
         *,
         where: Where | None = None,
-        mode: Mode | str = Mode.DENSE,
+        mode: Mode | str | None = None,
         candidates: int = QA_CANDIDATES,
     ) -> list[Answer]:
         """The ``k`` best answers to ``question``; see :meth:`searchkit.Index.ask`."""
@@ -208,7 +208,7 @@ class Client:
         raise ServerError(message, response.status_code, kind)
 
 
-def _value(choice: Enum | str) -> str:
+def _value(choice: Enum | str | None) -> str | None:
     return choice.value if isinstance(choice, Enum) else choice
 
 
@@ -229,8 +229,10 @@ def _conditions(where: Sequence[str] | None) -> list[str]:
 
 
 def _search_body(
-    k: int, where: Where | None, mode: Mode | str, fusion: Fusion | str, hybrid_weight: float, rerank: str | None
+    k: int, where: Where | None, mode: Mode | str | None, fusion: Fusion | str | None, hybrid_weight: float | None,
+    rerank: str | None,
 ) -> dict[str, Any]:
+    """The request body; settings left as None are the server index's own (what ``searchkit tune`` chose)."""
     return {"k": k, "where": _filter(where), "mode": _value(mode), "fusion": _value(fusion),
             "hybrid_weight": hybrid_weight, "rerank": rerank}
 

@@ -24,7 +24,7 @@ from searchkit.errors import ConfigError
 from searchkit.index import Index, IngestReport
 from searchkit.state import MANIFEST_FILE, read_manifest
 from searchkit.reader import Passage, best_answers
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
+from searchkit.retrieval import Fusion, Mode
 from searchkit.squad import SquadData, evaluate_predictions, question_paragraphs
 from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
 from searchkit.sources import read_sources
@@ -67,13 +67,17 @@ def retrieve_run(
     queries: Mapping[str, str],
     depth: int,
     *,
-    mode: Mode = Mode.DENSE,
-    fusion: Fusion = Fusion.WEIGHTED,
-    hybrid_weight: float = HYBRID_WEIGHT,
+    mode: Mode | None = None,
+    fusion: Fusion | None = None,
+    hybrid_weight: float | None = None,
     batch_size: int = 64,
     progress: bool = False,
 ) -> Run:
-    """Rank documents for every query: ``{query_id: {doc_id: best chunk score}}``, ``depth`` documents deep."""
+    """Rank documents for every query: ``{query_id: {doc_id: best chunk score}}``, ``depth`` documents deep.
+
+    ``mode``, ``fusion`` and ``hybrid_weight`` left as None are the index's own search
+    settings, so what is scored is what ``searchkit search`` returns on the same index.
+    """
     run: Run = {}
     ids = list(queries)
     with tqdm(total=len(ids), unit="query", desc="searching", disable=not progress) as bar:
@@ -99,9 +103,9 @@ def evaluate_index(
     ks: Sequence[int],
     *,
     name: str = "",
-    mode: Mode = Mode.DENSE,
-    fusion: Fusion = Fusion.WEIGHTED,
-    hybrid_weight: float = HYBRID_WEIGHT,
+    mode: Mode | None = None,
+    fusion: Fusion | None = None,
+    hybrid_weight: float | None = None,
     progress: bool = False,
 ) -> EvalResult:
     started = time.perf_counter()
@@ -120,8 +124,8 @@ class EvalSetting:
     index: Path
     model: str | None = None
     chunking: ChunkingConfig | None = None
-    mode: Mode = Mode.DENSE
-    fusion: Fusion = Fusion.WEIGHTED
+    mode: Mode | None = None  # None: the index's own search setting
+    fusion: Fusion | None = None
     precision: str = "auto"
 
     def with_changes(self, changes: Mapping[str, str]) -> EvalSetting:
@@ -153,7 +157,8 @@ class EvalSetting:
         elif changes.keys() & BUILD_KEYS:
             index = self.index.with_name(f"{self.index.name}.{_slug(label)}")
         try:
-            mode, fusion = Mode(changes.get("mode", self.mode)), Fusion(changes.get("fusion", self.fusion))
+            mode = Mode(changes["mode"]) if "mode" in changes else self.mode
+            fusion = Fusion(changes["fusion"]) if "fusion" in changes else self.fusion
         except ValueError as exc:
             raise ConfigError(f"{label!r}: {exc}; modes are dense, lexical, hybrid and fusions weighted, rrf") from exc
         return EvalSetting(
@@ -211,10 +216,11 @@ def evaluate_settings(
                 index, dataset, ks, name=setting.name, mode=setting.mode, fusion=setting.fusion, progress=progress
             )
             result.ingest = ingest
+            searched = index.config.search
             result.settings = {
                 "index": str(setting.index),
-                "mode": setting.mode.value,
-                "fusion": setting.fusion.value,
+                "mode": setting.mode.value if setting.mode else searched.mode,
+                "fusion": setting.fusion.value if setting.fusion else searched.fusion,
                 "config": index.config.to_dict(),
             }
         results.append(result)
@@ -313,7 +319,7 @@ class OpenDomainResult:
 
 
 def evaluate_open_domain(
-    index: Index, data: SquadData, k: int = 5, *, mode: Mode = Mode.DENSE, batch_size: int = 32, progress: bool = False
+    index: Index, data: SquadData, k: int = 5, *, mode: Mode | None = None, batch_size: int = 32, progress: bool = False
 ) -> OpenDomainResult:
     """Answer every question from the top ``k`` chunks of ``index`` (built from the paragraphs).
 

@@ -59,7 +59,7 @@ from searchkit.errors import (
 )
 from searchkit.filters import Where
 from searchkit.index import MAX_QUERY_CHARS, QA_CANDIDATES, Hit, Index
-from searchkit.retrieval import HYBRID_WEIGHT, Fusion, Mode
+from searchkit.retrieval import Fusion, Mode
 
 __all__ = ["ServerSettings", "create_app", "serve", "BackgroundServer", "snippet", "ERROR_STATUS"]
 
@@ -136,9 +136,9 @@ class SearchRequest(_Strict):
     queries: list[str] | None = Field(None, max_length=MAX_BATCH_QUERIES, description="Several queries, searched in one batch.")
     k: int = Field(10, ge=1, description="Hits per query (at most the server's max_k).")
     where: WhereField = None
-    mode: Mode = Mode.DENSE
-    fusion: Fusion = Fusion.WEIGHTED
-    hybrid_weight: float = Field(HYBRID_WEIGHT, ge=0.0, le=1.0)
+    mode: Mode | None = Field(None, description="dense, lexical or hybrid; left out, the index's own setting.")
+    fusion: Fusion | None = Field(None, description="weighted or rrf; left out, the index's own setting.")
+    hybrid_weight: float | None = Field(None, ge=0.0, le=1.0, description="Dense share of a weighted fusion; left out, the index's.")
     rerank: Literal["qa"] | None = None
     group: bool = Field(False, description="Group hits by document: k documents, each with its matching chunks.")
     snippet_chars: int = Field(SNIPPET_CHARS, ge=40, le=4000)
@@ -183,7 +183,7 @@ class AskRequest(_Strict):
     k: int = Field(5, ge=1)
     candidates: int = Field(QA_CANDIDATES, ge=1)
     where: WhereField = None
-    mode: Mode = Mode.DENSE
+    mode: Mode | None = Field(None, description="dense, lexical or hybrid; left out, the index's own setting.")
 
 
 class AnswerModel(BaseModel):
@@ -426,9 +426,9 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
     def search_get(
         q: Annotated[str, Query(description="What to search for.", max_length=MAX_QUERY_CHARS)],
         k: Annotated[int, Query(ge=1)] = 10,
-        mode: Mode = Mode.DENSE,
-        fusion: Fusion = Fusion.WEIGHTED,
-        hybrid_weight: Annotated[float, Query(ge=0.0, le=1.0)] = HYBRID_WEIGHT,
+        mode: Annotated[Mode | None, Query(description="Left out, the index's own setting.")] = None,
+        fusion: Annotated[Fusion | None, Query(description="Left out, the index's own setting.")] = None,
+        hybrid_weight: Annotated[float | None, Query(ge=0.0, le=1.0, description="Left out, the index's own setting.")] = None,
         where: Annotated[
             list[str] | None,
             Query(description="Conditions such as year>=2020 (repeatable; all must hold), or one JSON filter object."),

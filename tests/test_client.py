@@ -106,3 +106,34 @@ def test_cli_search_and_ask_with_server(url: str) -> None:
     assert both.exit_code == 2 and "--index DIR" in both.output and "--server URL" in both.output
     model = runner.invoke(app, ["search", "x", "--server", url, "--model", "other"])
     assert model.exit_code == 2 and "--model cannot be used with --server" in model.output
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Iterator[Index]:
+    """An index whose search settings (as `searchkit tune` writes them) are hybrid, rrf."""
+    from searchkit.config import SearchConfig
+
+    opened = Index.create(tmp_path_factory.mktemp("tuned") / "index", model=embedder)
+    opened.add(SMALL_CORPUS)
+    opened.configure_search(SearchConfig(mode="hybrid", fusion="rrf"))
+    yield opened
+    opened.close()
+
+
+def test_a_search_that_names_no_mode_follows_the_index_settings_over_http(tuned: Index) -> None:
+    """A tuned index must rank through the server, the client, `search --server` and the page as it does locally."""
+    query = "pets that purr or bark"
+    local = tuned.search(query, 5)
+    dense = tuned.search(query, 5, mode="dense")
+    assert [h.score for h in local] == pytest.approx([h.score for h in tuned.search(query, 5, mode="hybrid", fusion="rrf")])
+    assert [h.score for h in local] != pytest.approx([h.score for h in dense], abs=1e-3)
+    with BackgroundServer(create_app(tuned)) as server, Client(server.url) as remote:
+        for hits in (remote.search(query, 5), remote.search_batch([query], 5)[0]):
+            assert [(h.doc_id, round(h.score, 5)) for h in hits] == [(h.doc_id, round(h.score, 5)) for h in local]
+        got = remote._http.get("/search", params={"q": query, "k": 5}).json()["hits"]
+        assert [(h["doc_id"], round(h["score"], 5)) for h in got] == [(h.doc_id, round(h.score, 5)) for h in local]
+        cli = CliRunner().invoke(app, ["search", query, "-k", "5", "--server", server.url, "--json"])
+        assert cli.exit_code == 0, cli.output
+        assert [(h["doc_id"], round(h["score"], 5)) for h in json.loads(cli.output)] == [
+            (h.doc_id, round(h.score, 5)) for h in local
+        ]

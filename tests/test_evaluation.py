@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SMALL_CORPUS
 from searchkit import ChunkingConfig, ConfigError, Document, load_beir
 from searchkit.cache import CachedEmbedder
 from searchkit.cli import app
 from searchkit.evaluation import EvalSetting, evaluate_settings, format_table, parse_variant, retrieve_run, write_report
+from searchkit.retrieval import Mode
 
 DEMO = REPO_ROOT / "corpora" / "demo"
 
@@ -130,3 +131,16 @@ def test_cli_eval_json_and_bad_dataset(demo_results, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "queries.jsonl" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["eval", str(DEMO), "--index", str(index), "--k", "ten"])
     assert result.exit_code == 2 and "--k takes comma-separated positive integers" in result.output
+
+
+def test_eval_scores_the_ranking_the_index_is_set_to_use(make_index) -> None:
+    """After `searchkit tune` writes hybrid into the manifest, eval must score hybrid, as search returns it."""
+    from searchkit.config import SearchConfig
+
+    index = make_index(SMALL_CORPUS)
+    queries = {"q1": "a pet that purrs", "q2": "hot coffee under pressure", "q3": "molten rock"}
+    dense = retrieve_run(index, queries, depth=5)
+    index.configure_search(SearchConfig(mode="lexical"))
+    followed = retrieve_run(index, queries, depth=5)
+    assert followed == retrieve_run(index, queries, depth=5, mode=Mode.LEXICAL)
+    assert followed != dense

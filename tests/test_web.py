@@ -145,3 +145,20 @@ def test_errors_are_shown_and_the_phone_layout_fits(browser: object, site: str, 
     assert phone.evaluate("document.documentElement.scrollWidth") <= 375  # nothing wider than the screen
     phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     context.close()
+
+
+def test_a_link_without_a_mode_searches_as_the_index_is_tuned(browser: object, tmp_path: Path, embedder: object) -> None:
+    from searchkit.config import SearchConfig
+
+    with Index.create(tmp_path / "tuned", model=embedder) as index:
+        index.add(SMALL_CORPUS)
+        index.configure_search(SearchConfig(mode="hybrid"))
+        with BackgroundServer(create_app(index)) as server:
+            context = browser.new_context(base_url=server.url)  # type: ignore[attr-defined]
+            page = context.new_page()
+            page.goto("/?q=" + quote("pets that purr or bark"))
+            tuned = [hit.doc_id for hit in index.search("pets that purr or bark", 10)]
+            assert tuned != [hit.doc_id for hit in index.search("pets that purr or bark", 10, mode="dense")]
+            assert hit_ids(page) == tuned
+            assert page.input_value("#mode") == "hybrid"
+            context.close()

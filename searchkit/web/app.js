@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const form = $("search");
 let fields = {};
+// The index's own ranking (what `searchkit tune` chose), used when the URL names no mode.
+let defaultMode = "dense";
 
 // Control characters (terminal escapes, say) have no business on a page: shown as nothing.
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
@@ -128,7 +130,7 @@ async function ask(params) {
   const panel = $("answer");
   panel.hidden = false;
   panel.replaceChildren(el("p", "muted", "Reading the best passages…"));
-  const body = { question: params.get("q"), k: 3, mode: params.get("mode") || "dense" };
+  const body = { question: params.get("q"), k: 3, mode: params.get("mode") || defaultMode };
   const where = params.getAll("where");
   if (where.length) body.where = where;
   try {
@@ -206,7 +208,7 @@ async function render() {
   $("document").hidden = true;
   if (params.has("doc")) return showDocument(params);
   $("q").value = params.get("q") || "";
-  $("mode").value = params.get("mode") || "dense";
+  $("mode").value = params.get("mode") || defaultMode;
   $("k").value = params.get("k") || "10";
   $("group").checked = params.get("group") === "true";
   $("filters").replaceChildren();
@@ -238,6 +240,7 @@ async function start() {
   try {
     const info = await api("/info");
     fields = info.metadata_fields;
+    defaultMode = info.config.search.mode;
     const n = info.counts.documents;
     $("status").textContent = `${n.toLocaleString()} document${n === 1 ? "" : "s"} · ${info.config.model.name}`;
   } catch (error) {
