@@ -20,6 +20,7 @@ import json
 import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, literal, not_, or_, select, true
@@ -30,6 +31,8 @@ from searchkit.store import documents, field_values, value_type
 __all__ = [
     "Where",
     "FieldTypes",
+    "Filter",
+    "compile_filter",
     "compile_where",
     "parse_condition",
     "parse_conditions",
@@ -72,8 +75,23 @@ _KIND_NAMES = {"bool": ("boolean", "booleans"), "number": ("number", "numbers"),
 _SQLITE_INTEGER = range(-(2**63), 2**63)
 
 
-def compile_where(where: Where | None, known_fields: FieldTypes) -> ColumnElement[bool] | None:
-    """Validate a filter and compile it to a SQL condition on ``documents``.
+@dataclass(frozen=True)
+class Filter:
+    """A validated filter in both of its forms.
+
+    ``where`` is the Mongo-style structure with CLI conditions already parsed, which the
+    in-memory field index (:mod:`searchkit.fieldindex`) evaluates; ``condition`` is the
+    same filter as SQL on ``documents``, the reference semantics and the fallback;
+    ``kinds`` is what the index knew of each field's kinds of value when it was compiled.
+    """
+
+    where: Mapping[str, Any]
+    kinds: Mapping[str, frozenset[str] | None]
+    condition: ColumnElement[bool]
+
+
+def compile_filter(where: Where | None, known_fields: FieldTypes) -> Filter | None:
+    """Validate a filter and compile it (None when there is nothing to filter on).
 
     ``known_fields`` maps each metadata field to the kinds of value it holds (as
     ``Store.field_types()`` returns), or is just the field names. Unknown fields are
@@ -94,7 +112,13 @@ def compile_where(where: Where | None, known_fields: FieldTypes) -> ColumnElemen
         )
     if not where:
         return None
-    return _compile_mapping(where, known)
+    return Filter(where, known, _compile_mapping(where, known))
+
+
+def compile_where(where: Where | None, known_fields: FieldTypes) -> ColumnElement[bool] | None:
+    """Validate a filter and compile it to a SQL condition on ``documents`` (see :func:`compile_filter`)."""
+    compiled = compile_filter(where, known_fields)
+    return None if compiled is None else compiled.condition
 
 
 def _known_types(known_fields: FieldTypes) -> dict[str, frozenset[str] | None]:
@@ -204,7 +228,12 @@ def _singular(kinds: Collection[str]) -> str:
 def _column_compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     """A comparison on a text column of ``documents`` (checked: the value is a string or null)."""
     if op in ("$in", "$nin"):
-        matches = column.in_(list(value))
+        # Nulls in the list match nothing, as on metadata fields; left in, SQL's three-valued
+        # NOT IN would make {"$nin": [None, "a"]} match no document at all.
+        items = [item for item in value if item is not None]
+        if not items:
+            return false() if op == "$in" else true()
+        matches = column.in_(items)
         return matches if op == "$in" else or_(column.is_(None), not_(matches))
     if value is None and op in ("$eq", "$ne"):
         return column.is_(None) if op == "$eq" else column.is_not(None)

@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import ColumnElement
-
 from searchkit.config import DEFAULT_MODEL, ChunkingConfig, IndexConfig, ModelIdentity, SearchConfig
 from searchkit.document import Document, Problem
 from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError, ModelMismatchError, QueryError, SearchkitError
-from searchkit.filters import Where, compile_where
+from searchkit.filters import Filter, Where, compile_filter
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
 from searchkit.retrieval import Fusion, Mode, Ranking, Retriever
@@ -124,7 +122,9 @@ class Index:
         self.embedder = embedder
         self.lock_timeout = lock_timeout
         self._state = state
-        self._retriever = Retriever(state.store, embedder, lambda: state.backend, state.config.model.dimension, state.lock)
+        self._retriever = Retriever(
+            state.store, embedder, lambda: state.backend, state.config.model.dimension, state.lock, lambda: state.generation
+        )
         self._reader: Reader | None = None
 
     @property
@@ -418,9 +418,9 @@ class Index:
         self._state.refresh()
         return self._hits(lambda: self._retriever.nearest(queries, k, condition))
 
-    def _condition(self, where: Where | None) -> ColumnElement[bool] | None:
+    def _condition(self, where: Where | None) -> Filter | None:
         """The compiled filter; the store's field types are read only when there is one."""
-        return compile_where(where, self.store.field_types()) if where else None
+        return compile_filter(where, self.store.field_types()) if where else None
 
     def _hits(self, rank: Callable[[], list[Ranking]], attempts: int = 3) -> list[list[Hit]]:
         """Hits with their text for the rankings ``rank`` makes.
@@ -500,7 +500,8 @@ class Index:
         for name, value in (("offset", offset), ("limit", limit)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
-        total, page = self.store.documents_page(offset, limit, self._condition(where))
+        compiled = self._condition(where)
+        total, page = self.store.documents_page(offset, limit, None if compiled is None else compiled.condition)
         return DocumentPage(total, offset, page)
 
     def __len__(self) -> int:

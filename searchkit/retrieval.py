@@ -14,10 +14,11 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement
 
 from searchkit.config import SearchConfig
 from searchkit.embedding import Embedder, encode_queries
+from searchkit.fieldindex import FieldIndex
+from searchkit.filters import Filter
 from searchkit.lexical import Bm25
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
@@ -114,24 +115,35 @@ class Retriever:
 
     ``backend`` is a callable because the index swaps its backend on reindex and repair;
     searches through it hold ``lock``, which every change to the backend holds too.
+    ``generation`` is the store generation the backend reflects: filters are answered
+    from a :class:`FieldIndex` at that generation or later.
     """
 
     def __init__(
         self, store: Store, embedder: Embedder, backend: Callable[[], VectorBackend], dimension: int,
-        lock: AbstractContextManager[Any],
+        lock: AbstractContextManager[Any], generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.backend = backend
         self.dimension = dimension
         self.lock = lock
+        self.generation = generation
         self.bm25 = Bm25(store)
+        self.fields = FieldIndex(store)
+
+    def allowed(self, compiled: Filter | None) -> np.ndarray | None:
+        """The ids of the chunks ``compiled`` lets through (None: no filter), from memory where it can answer."""
+        if compiled is None:
+            return None
+        ids = self.fields.chunk_ids(compiled, self.generation())
+        return self.store.chunk_ids_where(compiled.condition) if ids is None else ids
 
     def rank(
         self,
         queries: Sequence[str],
         k: int,
-        condition: ColumnElement[bool] | None,
+        compiled: Filter | None,
         mode: Mode,
         fusion: Fusion,
         hybrid_weight: float,
@@ -139,21 +151,21 @@ class Retriever:
         b: float = SearchConfig.b,
     ) -> list[Ranking]:
         if mode is Mode.DENSE:
-            return self.dense(queries, k, condition)
+            return self.dense(queries, k, compiled)
         if mode is Mode.LEXICAL:
-            return self.lexical(queries, k, condition, k1, b)
+            return self.lexical(queries, k, compiled, k1, b)
         depth = max(k, HYBRID_CANDIDATES)
-        dense, lexical = self.dense(queries, depth, condition), self.lexical(queries, depth, condition, k1, b)
+        dense, lexical = self.dense(queries, depth, compiled), self.lexical(queries, depth, compiled, k1, b)
         return [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
 
-    def dense(self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
+    def dense(self, queries: Sequence[str], k: int, compiled: Filter | None) -> list[Ranking]:
         if len(self.backend()) == 0:
             return [[] for _ in queries]
-        return self.nearest(encode_queries(self.embedder, queries), k, condition)
+        return self.nearest(encode_queries(self.embedder, queries), k, compiled)
 
-    def nearest(self, queries: np.ndarray, k: int, condition: ColumnElement[bool] | None) -> list[Ranking]:
-        """The ``k`` nearest chunks to each query vector among those matching ``condition``."""
-        allowed = None if condition is None else self.store.chunk_ids_where(condition)
+    def nearest(self, queries: np.ndarray, k: int, compiled: Filter | None) -> list[Ranking]:
+        """The ``k`` nearest chunks to each query vector among those matching ``compiled``."""
+        allowed = self.allowed(compiled)
         with self.lock:
             scores, ids = self.backend().search(
                 queries, k, allowed, fetch=lambda wanted: self.store.embeddings_for(wanted, self.dimension)
@@ -161,8 +173,8 @@ class Retriever:
         return [[(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0] for row_scores, row_ids in zip(scores, ids)]
 
     def lexical(
-        self, queries: Sequence[str], k: int, condition: ColumnElement[bool] | None,
+        self, queries: Sequence[str], k: int, compiled: Filter | None,
         k1: float = SearchConfig.k1, b: float = SearchConfig.b,
     ) -> list[Ranking]:
-        allowed = None if condition is None else self.store.chunk_ids_where(condition)
+        allowed = self.allowed(compiled)
         return [self.bm25.rank(query, k, k1, b, allowed) for query in queries]
