@@ -46,6 +46,9 @@ class HNSWBackend(IDMapBackend):
             self._masked_array = np.fromiter(sorted(self.masked), dtype=np.int64, count=len(self.masked))
         return self._masked_array
 
+    def _storage(self) -> faiss.IndexFlat:
+        return faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
+
     def _params(self, selector: faiss.IDSelector | None, k: int, widening: int) -> faiss.SearchParameters:
         return faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k) * widening, sel=selector)
 
