@@ -172,11 +172,27 @@ def _compile_field(name: str, condition: Any, known: Mapping[str, frozenset[str]
     kinds = known[name]
     for op, value in condition.items():
         _check_operand(name, op, value, kinds)
-    if name in BUILTIN_FIELDS:
-        clauses = [_column_compare(BUILTIN_FIELDS[name], op, value) for op, value in condition.items()]
-    else:
-        clauses = [_metadata_compare(name, op, value, kinds) for op, value in condition.items()]
+    def compare(op: str, value: Any) -> ColumnElement[bool]:
+        if name in BUILTIN_FIELDS:
+            return _column_compare(BUILTIN_FIELDS[name], op, value)
+        return _metadata_compare(name, op, value, kinds)
+
+    clauses = [_with_null_items(compare, op, value) for op, value in condition.items()]
     return and_(*clauses) if len(clauses) > 1 else clauses[0]
+
+
+def _with_null_items(compare: Callable[[str, Any], ColumnElement[bool]], op: str, value: Any) -> ColumnElement[bool]:
+    """``$in``/``$nin`` lists holding null: null in a list means "missing", as ``$eq: null`` does.
+
+    ``{"n": {"$in": [1, None]}}`` is ``n = 1 or n is missing``, and ``$nin`` its negation;
+    taken as plain values, the null would match no row and the filter would silently drop
+    the documents without the field.
+    """
+    if op not in ("$in", "$nin") or all(item is not None for item in value):
+        return compare(op, value)
+    present = [item for item in value if item is not None]
+    either = or_(compare("$eq", None), compare("$in", present)) if present else compare("$eq", None)
+    return either if op == "$in" else not_(either)
 
 
 def _check_operand(name: str, op: Any, value: Any, kinds: frozenset[str] | None) -> None:

@@ -212,6 +212,16 @@ def test_null_means_missing(small_index: Index) -> None:
     assert matching(small_index, {"legs": {"$ne": None}}) == {"cat", "dog", "parrot"}
 
 
+def test_null_in_a_list_means_missing_too(small_index: Index) -> None:
+    assert matching(small_index, {"legs": {"$in": [None]}}) == LACKING_LEGS
+    assert matching(small_index, {"legs": {"$in": [2, None]}}) == {"parrot"} | LACKING_LEGS
+    assert matching(small_index, {"legs": {"$nin": [None]}}) == {"cat", "dog", "parrot"}
+    assert matching(small_index, {"legs": {"$nin": [4, None]}}) == {"parrot"}
+    assert matching(small_index, ["legs in 2, null"]) == {"parrot"} | LACKING_LEGS
+    assert matching(small_index, {"title": {"$in": ["Cats", None]}}) == {"cat"}
+    assert matching(small_index, {"title": {"$nin": ["Cats", None]}}) == {d.id for d in SMALL_CORPUS} - {"cat"}
+
+
 def test_ranges_combine_and_builtin_fields_filter(small_index: Index) -> None:
     assert matching(small_index, {"year": {"$gte": 2015, "$lt": 2019}}) == {"photosynthesis", "volcano", "rust"}
     assert matching(small_index, {"doc_id": {"$in": ["sql", "cat"]}, "year": {"$lt": 2000}}) == {"sql"}
