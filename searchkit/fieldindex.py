@@ -242,8 +242,10 @@ def _compare(column: _Column, op: str, value: Any) -> np.ndarray:
         return column.equal(value)
     if op == "$ne":
         return ~column.equal(value)
-    if op in ("$in", "$nin"):
+    if op in ("$in", "$nin"):  # null in the list means "missing", as $eq null does
         matches = column.member([item for item in value if item is not None])
+        if any(item is None for item in value):
+            matches = matches | ~column.present
         return matches if op == "$in" else ~matches
     return column.ordered(op, value)
 
