@@ -9,7 +9,8 @@ any work is done, with a message that names the setting.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from searchkit.errors import ConfigError
@@ -31,6 +32,24 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Arithmetic an index's passages can be embedded in; "auto" (resolved before anything is recorded) is not one.
 PRECISIONS = ("fp32", "bf16")
 DESCRIPTION_PATTERN = re.compile(r"^(Flat|HNSW(\d+)|IVF(\d*),(Flat|SQ8|PQ(\d+)))$")
+
+_KINDS = {"str": ((str,), "a string"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
+          "bool": ((bool,), "true or false")}
+
+
+def _check_types(config: object, section: str) -> None:
+    """Every field holds a value of its declared kind: a hand-edited manifest with
+    ``"dimension": 384.5`` or ``"normalize": "no"`` must be refused, not half-obeyed
+    (a non-empty string is truthy, so "no" would have meant yes)."""
+    for item in fields(config):  # type: ignore[arg-type]
+        if item.type not in _KINDS:
+            continue
+        allowed, kind = _KINDS[item.type]
+        value = getattr(config, item.name)
+        wrong_bool = isinstance(value, bool) and item.type != "bool"
+        if not isinstance(value, allowed) or wrong_bool or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"{section}.{item.name} must be {kind}, got {value!r}")
+
 
 def check_description(description: str) -> str:
     """Validate an index description; ``auto`` is accepted and resolved at build time."""
@@ -60,6 +79,7 @@ class ModelIdentity:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        _check_types(self, "model")
         if not self.name:
             raise ConfigError("model.name must not be empty")
         if self.dimension <= 0:
@@ -113,6 +133,7 @@ class ChunkingConfig:
     max_chunks: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, "chunking")
         if self.max_chunks < 0:
             raise ConfigError(f"chunking.max_chunks must be 0 (no cap) or more, got {self.max_chunks}")
         if self.max_tokens < 8:
@@ -140,6 +161,7 @@ class VectorConfig:
     nprobe: int = 32
 
     def __post_init__(self) -> None:
+        _check_types(self, "vectors")
         check_description(self.description)
         if self.ef_search < 1 or self.nprobe < 1:
             raise ConfigError(f"vectors.ef_search and vectors.nprobe must be positive, got {self.ef_search} and {self.nprobe}")
@@ -165,6 +187,7 @@ class SearchConfig:
     b: float = 0.4
 
     def __post_init__(self) -> None:
+        _check_types(self, "search")
         if self.mode not in ("dense", "lexical", "hybrid"):
             raise ConfigError(f"search.mode must be dense, lexical or hybrid, got {self.mode!r}")
         if self.fusion not in ("weighted", "rrf"):
@@ -186,6 +209,7 @@ class IndexConfig:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        _check_types(self, "index")
         if self.chunking.max_tokens > self.model.max_seq_length - 2:
             raise ConfigError(
                 f"chunking.max_tokens ({self.chunking.max_tokens}) exceeds what the model reads "

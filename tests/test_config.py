@@ -126,7 +126,7 @@ def test_missing_or_malformed_keys_are_config_errors() -> None:
         IndexConfig.from_dict(data)
     data = config().to_dict()
     data["chunking"]["max_tokens"] = "200"
-    with pytest.raises(ConfigError, match="invalid index configuration"):
+    with pytest.raises(ConfigError, match=r"chunking\.max_tokens must be an integer, got '200'"):
         IndexConfig.from_dict(data)
 
 
@@ -175,3 +175,34 @@ def test_a_manifest_written_before_precisions_existed_opens_as_float32() -> None
 def test_only_a_resolved_precision_is_recorded(precision: str) -> None:
     with pytest.raises(ConfigError, match="model.precision"):
         replace(MODEL, precision=precision)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("model", "dimension", 384.5, r"model\.dimension must be an integer, got 384\.5"),
+        ("model", "dimension", "384", r"model\.dimension must be an integer, got '384'"),
+        ("model", "normalize", "no", r"model\.normalize must be true or false, got 'no'"),
+        ("model", "max_seq_length", True, r"model\.max_seq_length must be an integer, got True"),
+        ("model", "name", 7, r"model\.name must be a string, got 7"),
+        ("chunking", "max_tokens", 128.0, r"chunking\.max_tokens must be an integer"),
+        ("chunking", "overlap_tokens", None, r"chunking\.overlap_tokens must be an integer, got None"),
+        ("vectors", "ef_search", "64", r"vectors\.ef_search must be an integer"),
+        ("vectors", "description", ["Flat"], r"vectors\.description must be a string"),
+        ("search", "hybrid_weight", "0.5", r"search\.hybrid_weight must be a number, got '0\.5'"),
+        ("search", "k1", float("nan"), r"search\.k1 must be a number, got nan"),
+        ("search", "b", False, r"search\.b must be a number, got False"),
+    ],
+)
+def test_a_mistyped_manifest_value_is_refused_naming_the_setting(section: str, key: str, value: object, message: str) -> None:
+    """A hand-edited manifest must not be half-obeyed ("normalize": "no" is truthy)."""
+    data = config().to_dict()
+    data[section] = dict(data[section], **{key: value})
+    with pytest.raises(ConfigError, match=message):
+        IndexConfig.from_dict(data)
+
+
+def test_integral_numbers_stay_valid_for_number_settings() -> None:
+    data = config().to_dict()
+    data["search"] = dict(data["search"], k1=1, b=0)
+    assert IndexConfig.from_dict(data).search.k1 == 1
