@@ -57,6 +57,7 @@ _EXPORTS = {
     "StoreWriteError": "searchkit.errors",
     "StoredDocument": "searchkit.store",
     "TrainReport": "searchkit.training",
+    "TrainingInterrupted": "searchkit.training",
     "VectorConfig": "searchkit.config",
     "evaluate_index": "searchkit.evaluation",
     "evaluate_open_domain": "searchkit.evaluation",
@@ -117,7 +118,7 @@ if TYPE_CHECKING:
     from searchkit.squad import SquadError
     from searchkit.errors import StoreWriteError
     from searchkit.store import StoredDocument
-    from searchkit.training import TrainReport
+    from searchkit.training import TrainingInterrupted, TrainReport
     from searchkit.config import VectorConfig
     from searchkit.evaluation import evaluate_index
     from searchkit.evaluation import evaluate_open_domain
@@ -176,6 +177,7 @@ __all__ = [
     "SquadData",
     "SquadError",
     "TrainReport",
+    "TrainingInterrupted",
     "SearchConfig",
     "VectorConfig",
     "evaluate_index",

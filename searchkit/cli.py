@@ -461,14 +461,29 @@ def train_reader_command(
     articles: Annotated[
         str | None, typer.Option(metavar="RANGE", help="Articles to train on, 1-based, such as 1-28 [default: all].")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data.")] = 1,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data (the time limit may end it sooner).")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 16,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 1e-4,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            metavar="MINUTES", min=0,
+            help="Train for at most this long; the schedule decays to zero by then. 0: no limit, all epochs.",
+        ),
+    ] = 20.0,
     max_examples: Annotated[int | None, typer.Option(min=1, help="Train on at most this many questions [default: all].")] = None,
-    eval_fraction: Annotated[float, typer.Option(help="Share of the data held out for evaluation; 0 holds out nothing.")] = 0.1,
+    eval_fraction: Annotated[float, typer.Option(help="Share of the articles held out for evaluation; 0 holds out nothing.")] = 0.05,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to train; auto: a GPU when torch sees one.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(metavar="auto|fp32|bf16", help="Arithmetic; auto: bf16 autocast where the CPU or GPU runs it natively.")
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads [default: the cores the load average leaves free].")
+    ] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Ignore a checkpoint in --out and train from the start.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Fine-tune an extractive QA reader on SQuAD-format data, on the CPU; `ask --reader OUT` then uses it."""
+    """Fine-tune an extractive QA reader on SQuAD-format data; an interrupted run resumes. `ask --reader OUT` uses it."""
     from searchkit.squad import load_squad
     from searchkit.training import train_reader
 
@@ -476,12 +491,15 @@ def train_reader_command(
     report_problems(data.problems, squad_json)
     report = train_reader(
         data, out, base=base, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        max_examples=max_examples, eval_fraction=eval_fraction, progress=not as_json,
+        time_limit=time_limit * 60 or None, max_examples=max_examples, eval_fraction=eval_fraction, device=device,
+        precision=precision, threads=threads, resume=not restart, progress=not as_json,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     summary = f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s"
+    if report.stopped_by == "time limit":
+        summary += f" (the time limit ended it; all epochs are {report.planned_steps} steps)"
     if report.exact_match is None or report.f1 is None:
         summary += "; nothing held out, so no held-out scores"
     else:
@@ -498,7 +516,14 @@ def eval_qa_command(
     squad_json: Annotated[
         Path, typer.Argument(metavar="SQUAD_JSON", help="Questions in SQuAD v1.1 JSON format.", show_default=False)
     ],
-    reader: ReaderOption = None,
+    reader: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reader", metavar="NAME",
+            help="QA reader: 'sentence' (default, offline), a folder written by train-reader, or any transformers QA "
+            "model. Repeat it to put readers side by side, each compared with the first.",
+        ),
+    ] = None,
     articles: Annotated[
         str | None, typer.Option(metavar="RANGE", help="Articles to evaluate, 1-based, such as 29-36 [default: all].")
     ] = None,
@@ -514,33 +539,57 @@ def eval_qa_command(
     precision: PrecisionOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
-    """Exact match and F1 of a reader: on each question's own paragraph, and open-domain through an index."""
+    """Exact match and F1 of readers: on each question's own paragraph, and open-domain through an index."""
     from searchkit.evaluation import evaluate_open_domain
-    from searchkit.squad import load_squad, paragraph_documents, read_gold
+    from searchkit.squad import compare_readings, load_squad, paragraph_documents, read_gold
 
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
     embedder = load_embedder(precision=precision)
-    chosen = choose_reader(reader, embedder)
-    gold = read_gold(chosen, data, progress=not as_json)
-    result: dict[str, Any] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
-    if index is not None:
-        with Index.open_or_create(index, model=embedder) as opened:
-            # Always add: unchanged paragraphs are skipped, and an interrupted build is completed.
-            opened.add(paragraph_documents(load_squad(squad_json)), progress=not as_json)
-            opened.reader = chosen
-            result["open_domain"] = evaluate_open_domain(opened, data, k, mode=mode, progress=not as_json).to_dict()
+    specs = reader or [os.environ.get("SEARCHKIT_READER") or None]
+    results: dict[str, dict[str, Any]] = {}
+    readings = []
+    for spec in specs:
+        chosen = choose_reader(spec, embedder)
+        gold = read_gold(chosen, data, progress=not as_json)
+        name = unique_name(chosen.name, results)
+        results[name] = {**gold.metrics, "reader": chosen.name, "seconds": gold.seconds}
+        if readings:
+            results[name]["against_first"] = compare_readings(readings[0], gold, data)
+        readings.append(gold)
+        if index is not None:
+            with Index.open_or_create(index, model=embedder) as opened:
+                # Always add: unchanged paragraphs are skipped, and an interrupted build is completed.
+                opened.add(paragraph_documents(load_squad(squad_json)), progress=not as_json)
+                opened.reader = chosen
+                results[name]["open_domain"] = evaluate_open_domain(
+                    opened, data, k, mode=mode, progress=not as_json
+                ).to_dict()
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(next(iter(results.values())) if len(results) == 1 else results, indent=2))
         return
-    typer.echo(f"reader {printable(chosen.name)}, {result['questions']} questions")
-    typer.echo(f"  gold paragraph:  exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}")
-    if "open_domain" in result:
-        od = result["open_domain"]
-        typer.echo(
-            f"  open-domain:     exact match {od['exact_match']:.2f}  F1 {od['f1']:.2f}  "
-            f"(paragraph retrieved in the top {k}: {od[f'retrieval_recall@{k}']:.1f}%)"
-        )
+    for name, result in results.items():
+        typer.echo(f"reader {printable(name)}, {result['questions']} questions")
+        typer.echo(f"  gold paragraph:  exact match {result['exact_match']:.2f}  F1 {result['f1']:.2f}")
+        if "against_first" in result:
+            versus = result["against_first"]
+            typer.echo(
+                f"  against {printable(next(iter(results)))}: exact match {versus['exact_match']:+.2f}  "
+                f"F1 {versus['f1']:+.2f}  (F1 better on {versus['better']} questions, worse on {versus['worse']})"
+            )
+        if "open_domain" in result:
+            od = result["open_domain"]
+            typer.echo(
+                f"  open-domain:     exact match {od['exact_match']:.2f}  F1 {od['f1']:.2f}  "
+                f"(paragraph retrieved in the top {k}: {od[f'retrieval_recall@{k}']:.1f}%)"
+            )
+
+
+def unique_name(name: str, taken: dict[str, Any]) -> str:
+    """``name``, or ``name #2``, ``#3``... when a reader of that name is already in ``taken``."""
+    if name not in taken:
+        return name
+    return next(f"{name} #{n}" for n in range(2, len(taken) + 2) if f"{name} #{n}" not in taken)
 
 
 def parse_articles(text: str | None) -> slice | None:

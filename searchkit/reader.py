@@ -325,6 +325,9 @@ class SpanReader(_BatchReader):
     score. Questions are cut to ``max_question_tokens`` so a long one cannot crowd out
     the passage.
 
+    ``device`` and ``precision`` are ``auto`` by default (see :mod:`searchkit.device`): a GPU
+    when torch sees one, and bfloat16 autocast where the hardware runs it natively.
+
     ``allow_untrained_head`` accepts a plain encoder whose QA head transformers would
     initialise at random: useful to test the plumbing, useless for answers.
     """
@@ -339,8 +342,11 @@ class SpanReader(_BatchReader):
         max_answer_tokens: int = 30,
         max_question_tokens: int = 64,
         device: str | None = None,
+        precision: str = "auto",
         allow_untrained_head: bool = False,
     ) -> None:
+        from searchkit.device import resolve_device, resolve_torch_precision
+
         check_window(max_length, stride, max_question_tokens)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -350,7 +356,8 @@ class SpanReader(_BatchReader):
         self.stride = stride
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
-        self.device = device or os.environ.get("SEARCHKIT_DEVICE", "cpu")
+        self.device = resolve_device(device or os.environ.get("SEARCHKIT_DEVICE", "auto"))
+        self.precision = resolve_torch_precision(precision, self.device)
         self.tokenizer, self.model = load_qa_model(model, device=self.device, allow_untrained_head=allow_untrained_head)
 
     def read_batch(
@@ -415,6 +422,8 @@ class SpanReader(_BatchReader):
         """Start and end logits of every window, unpadded; windows of similar length are batched."""
         import torch
 
+        from searchkit.device import autocast
+
         names = [name for name in self.tokenizer.model_input_names if name in encoded]
         lengths = [len(ids) for ids in encoded["input_ids"]]
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -425,7 +434,8 @@ class SpanReader(_BatchReader):
                 chunk = order[begin:begin + self.batch_size]
                 features = [{name: encoded[name][w] for name in names} for w in chunk]
                 batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
-                output = self.model(**batch)
+                with autocast(self.device, self.precision):
+                    output = self.model(**batch)
                 for row, window in enumerate(chunk):
                     starts[window] = output.start_logits[row, :lengths[window]].float().cpu().numpy()
                     ends[window] = output.end_logits[row, :lengths[window]].float().cpu().numpy()

@@ -43,6 +43,7 @@ __all__ = [
     "f1",
     "evaluate_predictions",
     "read_gold",
+    "compare_readings",
     "paragraph_documents",
     "question_paragraphs",
 ]
@@ -316,6 +317,26 @@ def read_gold(reader: Reader, data: SquadData, batch: int = 32, *, progress: boo
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     return GoldReading(predictions, evaluate_predictions(predictions, data), seconds)
+
+
+def compare_readings(first: GoldReading, second: GoldReading, data: SquadData) -> dict[str, float]:
+    """``second`` against ``first`` on the same questions: metric differences and per-question wins.
+
+    ``better``/``worse`` count the questions whose F1 the second reader raised or lowered,
+    so two readers with equal averages but different strengths are told apart.
+    """
+    better = worse = 0
+    for example in data.examples:
+        mine = f1(second.predictions.get(example.id, ""), example.answers)
+        theirs = f1(first.predictions.get(example.id, ""), example.answers)
+        better += mine > theirs
+        worse += mine < theirs
+    return {
+        "exact_match": second.metrics["exact_match"] - first.metrics["exact_match"],
+        "f1": second.metrics["f1"] - first.metrics["f1"],
+        "better": better,
+        "worse": worse,
+    }
 
 
 # Paragraphs as a retrieval corpus

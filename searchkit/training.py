@@ -15,9 +15,11 @@ models), which teaches the model to say "not here" for windows that miss the ans
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,24 +31,55 @@ from tqdm.auto import tqdm
 
 from searchkit.config import DEFAULT_MODEL
 from searchkit.embedding import resolve_model
-from searchkit.errors import ConfigError
+from searchkit.device import autocast, cpu_threads, resolve_device, resolve_torch_precision, set_threads
+from searchkit.errors import ConfigError, SearchkitError
 from searchkit.reader import SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
 from searchkit.squad import SquadData, SquadExample, read_gold
 
-__all__ = ["TrainReport", "train_reader", "split_held_out", "prepare_features", "READER_INFO_FILE"]
+__all__ = [
+    "TrainReport",
+    "TrainingInterrupted",
+    "train_reader",
+    "split_held_out",
+    "prepare_features",
+    "epoch_batches",
+    "collate",
+    "span_loss",
+    "learning_rate_factor",
+    "READER_INFO_FILE",
+    "CHECKPOINT_FILE",
+]
 
 READER_INFO_FILE = "searchkit-reader.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
 MAX_QUESTION_TOKENS = 64
+DEFAULT_EPOCHS = 3
+DEFAULT_LEARNING_RATE = 2e-4
+DEFAULT_EVAL_FRACTION = 0.05
+# Seconds of training: what a user on a laptop CPU waits for a reader.
+DEFAULT_TIME_LIMIT = 20 * 60.0
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainReport:
-    """What a training run did: steps, the loss curve, time, and held-out scores."""
+    """What a training run did: steps, the loss curve, time, and held-out scores.
+
+    ``steps`` were done out of ``planned_steps`` (all epochs); ``stopped_by`` says whether
+    the epochs or the time limit ended the run; ``resumed_from`` is the step a checkpoint
+    gave back, if any.
+    """
 
     out_dir: Path
     steps: int
+    planned_steps: int = 0
+    stopped_by: str = ""
+    resumed_from: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int = 1
     losses: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     train_examples: int = 0
@@ -92,7 +125,11 @@ def _answer_tokens(
 def prepare_features(
     tokenizer: Any, examples: Sequence[SquadExample], max_length: int = 384, stride: int = 128
 ) -> list[dict[str, Any]]:
-    """Model inputs of every window, with ``start_positions``/``end_positions`` labels."""
+    """Model inputs of every window, with ``start_positions``/``end_positions`` labels.
+
+    ``answerable`` marks the tokens an answer may start or end at: the passage's and the
+    CLS token ("no answer here"), the positions the reader decodes from (see :func:`span_loss`).
+    """
     encoded = tokenizer(
         [clip_question(tokenizer, e.question.lstrip(), MAX_QUESTION_TOKENS) for e in examples],
         [e.context for e in examples],
@@ -113,27 +150,79 @@ def prepare_features(
             encoded.sequence_ids(window), encoded["offset_mapping"][window],
             start_char, start_char + len(example.answers[0]), cls,
         )
+        answerable = [sequence == 1 or i == cls for i, sequence in enumerate(encoded.sequence_ids(window))]
         features.append({**{name: encoded[name][window] for name in names},
-                         "start_positions": first, "end_positions": last})
+                         "start_positions": first, "end_positions": last, "answerable": answerable})
     return features
 
 
-def _batches(features: list[dict[str, Any]], batch_size: int, tokenizer: Any, generator: Any) -> list[dict[str, Any]]:
-    """One epoch of shuffled, padded batches as tensors."""
-    import torch
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50) -> list[list[int]]:
+    """One epoch of batches (feature indices), grouped by length so that a batch pads little.
 
-    order = torch.randperm(len(features), generator=generator).tolist()
+    The features are shuffled, cut into pools of ``pool`` batches, sorted by length inside
+    each pool and cut into batches, and the batches are shuffled: each batch holds windows
+    of similar length (padded only to its longest), while an epoch still mixes all lengths
+    in random order. The same ``seed`` gives the same epoch, which is what lets an
+    interrupted run resume exactly where it stopped.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
     batches = []
-    for begin in range(0, len(order), batch_size):
-        chunk = [features[i] for i in order[begin:begin + batch_size]]
-        labels = {key: torch.tensor([f[key] for f in chunk]) for key in ("start_positions", "end_positions")}
-        inputs = [{k: v for k, v in f.items() if k not in labels} for f in chunk]
-        batches.append({**tokenizer.pad(inputs, return_tensors="pt"), **labels})
+    for begin in range(0, len(order), batch_size * pool):
+        ranked = sorted(order[begin:begin + batch_size * pool], key=lengths.__getitem__)
+        batches += [ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size)]
+    rng.shuffle(batches)
     return batches
 
 
+_LABELS = ("start_positions", "end_positions", "answerable")
+
+
+def collate(tokenizer: Any, features: Sequence[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
+    """Tensors of a batch, padded to its longest window (or to ``pad_to``), with the labels."""
+    import torch
+
+    inputs = [{k: v for k, v in f.items() if k not in _LABELS} for f in features]
+    padding: dict[str, Any] = {"padding": "max_length", "max_length": pad_to} if pad_to else {}
+    batch = tokenizer.pad(inputs, return_tensors="pt", **padding)
+    width = batch["input_ids"].shape[1]
+    answerable = torch.zeros(len(features), width, dtype=torch.bool)
+    for row, feature in enumerate(features):
+        answerable[row, :len(feature["answerable"])] = torch.tensor(feature["answerable"])
+    labels = {key: torch.tensor([f[key] for f in features]) for key in ("start_positions", "end_positions")}
+    return {**batch, **labels, "answerable": answerable}
+
+
+def span_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Cross-entropy of the answer's first and last token among the answerable positions only.
+
+    transformers' own QA loss takes the softmax over every position, padding and question
+    included, so it changes with how far a batch is padded and spends effort pushing down
+    positions no answer is ever read from. Masking them makes dynamic padding exactly
+    equal to full padding and trains only the choice the reader makes.
+    """
+    import torch
+
+    inputs = {k: v for k, v in batch.items() if k not in _LABELS}
+    output = model(**inputs)
+    losses = []
+    for logits, target in ((output.start_logits, batch["start_positions"]), (output.end_logits, batch["end_positions"])):
+        masked = logits.float().masked_fill(~batch["answerable"], torch.finfo(torch.float32).min)
+        losses.append(torch.nn.functional.cross_entropy(masked, target))
+    return (losses[0] + losses[1]) / 2
+
+
+def learning_rate_factor(progress: float, warmup_fraction: float) -> float:
+    """The share of the peak rate at ``progress`` (0 to 1): linear warm-up, then linear decay to zero."""
+    if progress < warmup_fraction:
+        return progress / warmup_fraction
+    return max(0.0, (1.0 - progress) / (1.0 - warmup_fraction)) if warmup_fraction < 1 else 0.0
+
+
 def _check_settings(
-    epochs: int, batch_size: int, learning_rate: float, eval_fraction: float, max_length: int, stride: int
+    epochs: int, batch_size: int, learning_rate: float, eval_fraction: float, max_length: int, stride: int,
+    warmup_fraction: float, time_limit: float | None,
 ) -> None:
     check_window(max_length, stride, MAX_QUESTION_TOKENS)
     if epochs < 1 or batch_size < 1:
@@ -142,6 +231,10 @@ def _check_settings(
         raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
     if not 0.0 <= eval_fraction < 1.0:
         raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    if time_limit is not None and not time_limit > 0:
+        raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
 
 
 def train_reader(
@@ -149,110 +242,258 @@ def train_reader(
     out_dir: str | Path,
     *,
     base: str = DEFAULT_MODEL,
-    epochs: int = 1,
+    epochs: int = DEFAULT_EPOCHS,
     batch_size: int = 16,
-    learning_rate: float = 1e-4,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     warmup_fraction: float = 0.1,
     max_length: int = 384,
     stride: int = 128,
-    eval_fraction: float = 0.1,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
     max_examples: int | None = None,
     seed: int = 0,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+    device: str | None = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    checkpoint_every: float = 300.0,
+    resume: bool = True,
     log_every: int = 20,
     progress: bool = True,
-    device: str = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Fine-tune ``base`` for extractive QA on ``train`` and save a reader in ``out_dir``.
 
-    ``learning_rate`` defaults to 1e-4, above the 3e-5 to 5e-5 usual for BERT-base: small
-    encoders such as the 6-layer, 384-wide MiniLM start with a random QA head and train
-    fast and stably at the higher rate (use 3e-5 for base-size models). It warms up
-    linearly over ``warmup_fraction`` of the steps, then decays linearly to zero (AdamW,
-    weight decay 0.01). ``max_examples`` keeps the first examples in file order, before
-    the held-out split (see :func:`split_held_out`). ``losses`` holds the mean loss of
+    The recipe is made for a small data set and a CPU: every window of every question,
+    batches of windows of similar length padded only to their longest (:func:`epoch_batches`),
+    bfloat16 autocast where the hardware runs it natively (``precision="auto"``), a GPU when
+    there is one (``device="auto"``), and several epochs under one schedule: linear warm-up
+    over ``warmup_fraction`` of the run, then linear decay to zero, AdamW with weight decay
+    0.01. ``time_limit`` (seconds of training, default 20 minutes) bounds the run: the
+    schedule's progress is the larger of the share of steps done and the share of the time
+    used, so a run that cannot finish its epochs in time still decays to zero and ends on
+    time rather than being cut off at a high rate. ``None`` trains all ``epochs``.
+
+    ``learning_rate`` defaults to 2e-4, above the 3e-5 to 5e-5 usual for BERT-base: the
+    6-layer, 384-wide MiniLM starts with a random QA head and trains fast and stably at
+    the higher rate (use 3e-5 for base-size models).
+
+    Every ``checkpoint_every`` seconds, at the end of each epoch and on Ctrl-C, the state
+    (weights, optimiser, schedule, random generators) goes to ``out_dir/checkpoint.pt``;
+    the same call again resumes from it (``resume=False`` starts over), and a checkpoint of
+    other settings is an error rather than a silent mix. ``max_examples`` keeps the first
+    examples in file order, before the held-out split (see :func:`split_held_out`), whose
+    questions are read by the saved reader at the end. ``losses`` holds the mean loss of
     every ``log_every`` steps, each also passed to ``log``.
     """
     import torch
 
-    _check_settings(epochs, batch_size, learning_rate, eval_fraction, max_length, stride)
+    _check_settings(epochs, batch_size, learning_rate, eval_fraction, max_length, stride, warmup_fraction, time_limit)
     say = log or logger.info
     examples = train.examples[:max_examples] if max_examples is not None else train.examples
     fit, held_out = split_held_out(examples, eval_fraction, seed)
     if not fit:
         raise ConfigError("no training examples; give a SQuAD file with questions, or raise max_examples")
-    torch.manual_seed(seed)
-    tokenizer, model = load_qa_model(base, device=device, allow_untrained_head=True)
-    features = prepare_features(tokenizer, fit, max_length, stride)
-    report = TrainReport(
-        Path(out_dir), epochs * math.ceil(len(features) / batch_size), train_examples=len(fit),
-        train_features=len(features),
-    )
-    say(f"training {base} on {len(fit)} questions ({len(features)} windows), {report.steps} steps; "
-        f"{len(held_out)} questions held out")
-    optimise = _Optimisation(epochs, batch_size, learning_rate, warmup_fraction, seed, log_every, progress, device)
-    _fit(model, tokenizer, features, report, optimise, say)
-    _save(model, tokenizer, report.out_dir)
-    if held_out:
-        _evaluate(report, train.subset(held_out), max_length, stride, device, say)
-    _write_info(report, {
+    device = resolve_device(device)
+    arithmetic = resolve_torch_precision(precision, device)
+    used_threads = cpu_threads(threads) if device == "cpu" else torch.get_num_threads()
+    settings = {
         "base": base, "base_location": resolve_model(base), "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "warmup_fraction": warmup_fraction, "max_length": max_length,
         "stride": stride, "eval_fraction": eval_fraction, "max_examples": max_examples, "seed": seed,
+        "time_limit": time_limit, "precision": arithmetic,
+        "questions": _fingerprint(fit),
+    }
+    previous_threads = set_threads(used_threads)
+    try:
+        torch.manual_seed(seed)
+        tokenizer, model = load_qa_model(base, device=device, allow_untrained_head=True)
+        features = prepare_features(tokenizer, fit, max_length, stride)
+        report = TrainReport(
+            Path(out_dir), 0, planned_steps=epochs * math.ceil(len(features) / batch_size), train_examples=len(fit),
+            train_features=len(features), device=device, precision=arithmetic, threads=used_threads,
+        )
+        say(f"training {base} on {len(fit)} questions ({len(features)} windows), up to {report.planned_steps} steps"
+            f"{f' or {time_limit / 60:g} minutes' if time_limit else ''} on {device} ({arithmetic}"
+            f"{f', {used_threads} threads' if device == 'cpu' else ''}); {len(held_out)} questions held out")
+        loop = _Loop(model, tokenizer, features, report, settings, say, device, arithmetic,
+                     checkpoint_every, log_every, progress)
+        loop.run(resume)
+        _save(model, tokenizer, report.out_dir)
+        loop.checkpoint_path.unlink(missing_ok=True)
+        if held_out:
+            _evaluate(report, train.subset(held_out), max_length, stride, device, arithmetic, say)
+    finally:
+        set_threads(previous_threads)
+    _write_info(report, {
+        **{k: v for k, v in settings.items() if k != "questions"}, "device": device, "threads": used_threads,
         "source": str(train.path) if train.path else None,
         "held_out": {"articles": sorted({e.article for e in held_out}), "questions": len(held_out)},
     })
     return report
 
 
-@dataclass(frozen=True)
-class _Optimisation:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    warmup_fraction: float
-    seed: int
-    log_every: int
-    progress: bool
-    device: str
+def _fingerprint(examples: Sequence[SquadExample]) -> str:
+    """A short hash of the training questions, so a checkpoint is only resumed on the same data."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(f"{example.id}\0{example.question}\0{example.answer_starts[0]}\0".encode())
+    return digest.hexdigest()[:16]
 
 
-def _fit(
-    model: Any, tokenizer: Any, features: list[dict[str, Any]], report: TrainReport, settings: _Optimisation,
-    say: Callable[[str], None],
-) -> None:
-    """The training loop: AdamW with linear warmup and decay, losses averaged per interval."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
+class TrainingInterrupted(SearchkitError):
+    """Training stopped by Ctrl-C; the message says where the checkpoint is and how to resume."""
 
-    generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, int(settings.warmup_fraction * report.steps), report.steps
-    )
-    started = time.perf_counter()
-    model.train()
-    interval: list[float] = []
-    step = 0
-    with tqdm(total=report.steps, unit="step", desc="training", disable=not settings.progress) as bar:
-        for _ in range(settings.epochs):
-            for batch in _batches(features, settings.batch_size, tokenizer, generator):
-                loss = model(**{k: v.to(settings.device) for k, v in batch.items()}).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-                interval.append(loss.item())
-                step += 1
-                bar.update(1)
-                if len(interval) == settings.log_every or step == report.steps:
-                    report.losses.append(sum(interval) / len(interval))
-                    say(f"step {step}/{report.steps} loss {report.losses[-1]:.4f}")
-                    bar.set_postfix(loss=f"{report.losses[-1]:.3f}")
-                    interval = []
-    model.eval()
-    report.train_seconds = time.perf_counter() - started
+
+class _Loop:
+    """The optimisation loop, with its state saved to and restored from a checkpoint."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, features: list[dict[str, Any]], report: TrainReport,
+        settings: dict[str, Any], say: Callable[[str], None], device: str, precision: str,
+        checkpoint_every: float, log_every: int, progress: bool,
+    ) -> None:
+        import torch
+
+        self.model, self.tokenizer, self.features, self.report = model, tokenizer, features, report
+        self.settings, self.say, self.device, self.precision = settings, say, device, precision
+        self.checkpoint_every, self.log_every, self.progress = checkpoint_every, log_every, progress
+        self.lengths = [len(f["input_ids"]) for f in features]
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.01)
+        self.checkpoint_path = report.out_dir / CHECKPOINT_FILE
+        self.epoch = self.batch = 0
+        self.elapsed = 0.0
+        self.interval: list[float] = []
+        self.session_steps, self.session_seconds = 0, 0.0  # this process's pace, for the ETA
+        self._updating = False
+
+    def progress_share(self) -> float:
+        limit = self.settings["time_limit"]
+        share = self.report.steps / self.report.planned_steps
+        return max(share, self.elapsed / limit) if limit else share
+
+    def run(self, resume: bool) -> None:
+        if resume and self.checkpoint_path.is_file():
+            self._restore()
+        elif self.checkpoint_path.is_file():
+            self.checkpoint_path.unlink()
+        self.model.train()
+        per_epoch = math.ceil(len(self.features) / self.settings["batch_size"])
+        saved_at = self.elapsed
+        with tqdm(total=self.report.planned_steps, initial=self.report.steps, unit="step", desc="training",
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            try:
+                while self.epoch < self.settings["epochs"] and self.progress_share() < 1.0:
+                    batches = epoch_batches(self.lengths, self.settings["batch_size"],
+                                            self.settings["seed"] * 1_000_003 + self.epoch)
+                    while self.batch < per_epoch and self.progress_share() < 1.0:
+                        self._step(batches[self.batch], bar)
+                        if self.elapsed - saved_at >= self.checkpoint_every:
+                            self._checkpoint()
+                            saved_at = self.elapsed
+                    if self.batch >= per_epoch:
+                        self.epoch, self.batch = self.epoch + 1, 0
+                        if self.epoch < self.settings["epochs"] and self.progress_share() < 1.0:
+                            self._checkpoint()
+                            saved_at = self.elapsed
+            except KeyboardInterrupt:
+                self._interrupted()
+            if self.interval:
+                self._log_interval(bar)
+            bar.total = self.report.steps
+            bar.refresh()
+        self.report.stopped_by = "epochs" if self.epoch >= self.settings["epochs"] else "time limit"
+        self.report.train_seconds = self.elapsed
+        self.model.eval()
+
+    def _step(self, indices: list[int], bar: Any) -> None:
+        import torch
+
+        started = time.perf_counter()
+        batch = collate(self.tokenizer, [self.features[i] for i in indices])
+        factor = learning_rate_factor(self.progress_share(), self.settings["warmup_fraction"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings["learning_rate"] * max(factor, 1e-3)
+        with autocast(self.device, self.precision):
+            loss = span_loss(self.model, {k: v.to(self.device) for k, v in batch.items()})
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self._updating = True
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.batch += 1
+        self.report.steps += 1
+        self.interval.append(loss.item())
+        self._updating = False
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        self.session_steps, self.session_seconds = self.session_steps + 1, self.session_seconds + seconds
+        self._show(bar)
+
+    def _show(self, bar: Any) -> None:
+        report, limit = self.report, self.settings["time_limit"]
+        if limit:
+            # The bar's total (and so its ETA): the steps this pace reaches before the time limit, if fewer.
+            reachable = report.steps + max(0.0, limit - self.elapsed) * self.session_steps / self.session_seconds
+            bar.total = max(report.steps, min(report.planned_steps, math.ceil(reachable)))
+        bar.update(report.steps - bar.n)
+        if len(self.interval) == self.log_every:
+            self._log_interval(bar)
+
+    def _log_interval(self, bar: Any) -> None:
+        report = self.report
+        report.losses.append(sum(self.interval) / len(self.interval))
+        self.interval = []
+        bar.set_postfix(loss=f"{report.losses[-1]:.3f}", epoch=self.epoch + 1)
+        self.say(f"step {report.steps}/{bar.total} epoch {self.epoch + 1} loss {report.losses[-1]:.4f}")
+
+    def _checkpoint(self) -> None:
+        import torch
+
+        self.report.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "version": CHECKPOINT_VERSION, "settings": self.settings, "epoch": self.epoch, "batch": self.batch,
+            "steps": self.report.steps, "elapsed": self.elapsed, "losses": self.report.losses,
+            "interval": self.interval, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        temporary = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    def _restore(self) -> None:
+        import torch
+
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a truncated or foreign file: say so instead of a torch traceback
+            raise ConfigError(
+                f"cannot read the checkpoint {self.checkpoint_path} ({type(exc).__name__}); "
+                "delete it or pass --restart to train from the start"
+            ) from exc
+        if state.get("version") != CHECKPOINT_VERSION or state.get("settings") != self.settings:
+            theirs = state.get("settings") or {}
+            differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+            raise ConfigError(
+                f"{self.checkpoint_path} is from a run with other settings ({', '.join(differ) or 'version'}); "
+                "pass --restart to start over, or give another --out"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.batch, self.elapsed = state["epoch"], state["batch"], state["elapsed"]
+        self.report.steps, self.report.losses, self.interval = state["steps"], state["losses"], state["interval"]
+        self.report.resumed_from = self.report.steps
+        self.say(f"resuming from step {self.report.steps} (epoch {self.epoch + 1}, {self.elapsed:.0f} s trained)")
+
+    def _interrupted(self) -> None:
+        if not self._updating:  # weights are consistent between updates: keep this step
+            self._checkpoint()
+        if not self.checkpoint_path.is_file():
+            raise TrainingInterrupted("training interrupted before its first checkpoint; nothing was kept") from None
+        raise TrainingInterrupted(
+            f"training interrupted at step {self.report.steps}; the checkpoint in {self.checkpoint_path} "
+            "resumes it: run the same command again"
+        ) from None
 
 
 def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
@@ -263,13 +504,15 @@ def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
 
 
 def _evaluate(
-    report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, say: Callable[[str], None]
+    report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, precision: str,
+    say: Callable[[str], None],
 ) -> None:
     """Score the saved reader on the held-out questions, loading it back as users will."""
     reader = SpanReader(
-        report.out_dir, max_length=max_length, stride=stride, max_question_tokens=MAX_QUESTION_TOKENS, device=device
+        report.out_dir, max_length=max_length, stride=stride, max_question_tokens=MAX_QUESTION_TOKENS, device=device,
+        precision=precision,
     )
-    metrics = read_gold(reader, held_out).metrics
+    metrics = read_gold(reader, held_out, progress=False).metrics
     report.eval_questions = len(held_out.examples)
     report.exact_match, report.f1 = metrics["exact_match"], metrics["f1"]
     say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}")

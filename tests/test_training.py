@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from searchkit.reader import Passage, SpanReader
+from searchkit.errors import ConfigError
+from searchkit.reader import Passage, SpanReader, load_qa_model
 from searchkit.squad import SquadData, load_squad
-from searchkit.training import READER_INFO_FILE, prepare_features, split_held_out, train_reader
+from searchkit.training import (
+    CHECKPOINT_FILE,
+    READER_INFO_FILE,
+    TrainingInterrupted,
+    collate,
+    epoch_batches,
+    learning_rate_factor,
+    prepare_features,
+    span_loss,
+    split_held_out,
+    train_reader,
+)
 
 PEOPLE = [
     ("Alice", "Lyon", "painter"), ("Bruno", "Porto", "baker"), ("Chen", "Dalian", "pilot"),
@@ -118,10 +131,127 @@ def test_train_reader_command_without_held_out_questions(people: SquadData, tmp_
 
     out = tmp_path / "reader"
     result = CliRunner().invoke(app, [
-        "train-reader", str(people.path), "--out", str(out), "--eval-fraction", "0", "--max-examples", "4",
+        "train-reader", str(people.path), "--out", str(out), "--eval-fraction", "0", "--max-examples", "4", "--epochs", "1",
         "--batch-size", "4",
     ])
     assert result.exit_code == 0, result.output
     assert "trained 1 steps on 4 questions" in result.output
     assert "nothing held out" in result.output and "None" not in result.output
     assert (out / READER_INFO_FILE).is_file()
+
+
+def test_epoch_batches_cover_every_window_once_and_group_lengths() -> None:
+    lengths = [(7 * i) % 97 + 20 for i in range(400)]
+    batches = epoch_batches(lengths, batch_size=8, seed=3, pool=10)
+    assert sorted(i for batch in batches for i in batch) == list(range(400))
+    assert epoch_batches(lengths, batch_size=8, seed=3, pool=10) == batches  # a seed gives one epoch
+    assert epoch_batches(lengths, batch_size=8, seed=4, pool=10) != batches
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    unsorted = epoch_batches(lengths, batch_size=8, seed=3, pool=1)  # pools of one batch: no grouping
+    assert padded < 0.8 * sum(len(b) * max(lengths[i] for i in b) for b in unsorted)
+
+
+def test_dynamic_padding_gives_the_loss_and_logits_of_full_padding(people: SquadData) -> None:
+    """Padding a batch only to its longest window changes nothing the model computes."""
+    tokenizer, model = load_qa_model("all-MiniLM-L6-v2", allow_untrained_head=True)
+    features = prepare_features(tokenizer, people.examples[:6], max_length=384, stride=128)
+    short, full = collate(tokenizer, features), collate(tokenizer, features, pad_to=384)
+    assert short["input_ids"].shape[1] < 40 and full["input_ids"].shape[1] == 384
+    inputs = ("input_ids", "token_type_ids", "attention_mask")
+    with torch.no_grad():
+        a, b = (model(**{k: batch[k] for k in inputs}) for batch in (short, full))
+        losses = span_loss(model, short), span_loss(model, full)
+    width = short["input_ids"].shape[1]
+    assert torch.allclose(a.start_logits, b.start_logits[:, :width], atol=1e-4)
+    assert torch.allclose(a.end_logits, b.end_logits[:, :width], atol=1e-4)
+    assert torch.allclose(*losses, atol=1e-5) and 0 < losses[0] < 10
+    with torch.no_grad():  # transformers' own loss softmaxes over the padding too: it changes with the padding
+        assert abs(model(**{k: short[k] for k in inputs}, start_positions=short["start_positions"],
+                         end_positions=short["end_positions"]).loss
+                   - model(**{k: full[k] for k in inputs}, start_positions=full["start_positions"],
+                           end_positions=full["end_positions"]).loss) > 0.5
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    assert learning_rate_factor(0.0, 0.1) == 0.0
+    assert learning_rate_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert learning_rate_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert learning_rate_factor(0.55, 0.1) == pytest.approx(0.5)
+    assert learning_rate_factor(1.0, 0.1) == 0.0 and learning_rate_factor(1.2, 0.1) == 0.0
+
+
+class Interrupt:
+    """A log callback that presses Ctrl-C once the given step is logged."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.seen = step, 0
+
+    def __call__(self, message: str) -> None:
+        if message.startswith("step "):
+            self.seen += 1
+            if self.seen == self.step:
+                raise KeyboardInterrupt
+
+
+TINY = {"epochs": 2, "batch_size": 8, "learning_rate": 2e-4, "eval_fraction": 0.0, "max_length": 96, "stride": 16,
+        "log_every": 1, "progress": False, "time_limit": None}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(people: SquadData, tmp_path: Path) -> None:
+    whole = train_reader(people, tmp_path / "whole", **TINY)
+    assert whole.steps == whole.planned_steps == 8 and whole.stopped_by == "epochs"
+    assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()  # removed once the reader is saved
+
+    with pytest.raises(TrainingInterrupted, match="at step 5.*run the same command again"):
+        train_reader(people, tmp_path / "split", **{**TINY, "log": Interrupt(5)})
+    assert (tmp_path / "split" / CHECKPOINT_FILE).is_file()
+    with pytest.raises(ConfigError, match="other settings.*learning_rate.*--restart"):
+        train_reader(people, tmp_path / "split", **{**TINY, "learning_rate": 1e-4})
+    resumed = train_reader(people, tmp_path / "split", **TINY)
+    assert resumed.resumed_from == 5 and resumed.steps == 8
+    assert resumed.losses == pytest.approx(whole.losses)
+    a = SpanReader(tmp_path / "whole", precision="fp32").model.state_dict()
+    b = SpanReader(tmp_path / "split", precision="fp32").model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_time_limit_ends_the_run_with_the_schedule_decayed(people: SquadData, tmp_path: Path) -> None:
+    report = train_reader(people, tmp_path / "reader", **{**TINY, "epochs": 50, "time_limit": 1.0})
+    assert report.stopped_by == "time limit" and 0 < report.steps < report.planned_steps == 200
+    assert 1.0 <= report.train_seconds < 5.0
+    info = json.loads((tmp_path / "reader" / READER_INFO_FILE).read_text(encoding="utf-8"))
+    assert info["report"]["stopped_by"] == "time limit" and info["settings"]["time_limit"] == 1.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_reader_command_shows_loss_and_eta_then_held_out_scores_and_the_folder(
+    people: SquadData, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from searchkit.cli import app
+
+    out = tmp_path / "reader"
+    result = CliRunner().invoke(app, [
+        "train-reader", str(people.path), "--out", str(out), "--eval-fraction", "0.25", "--epochs", "2",
+        "--batch-size", "8", "--time-limit", "0",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "loss=" in result.stderr and re.search(r"\d\d:\d\d<\d\d:\d\d", result.stderr)  # elapsed<remaining
+    assert "trained 6 steps on 24 questions" in result.stdout
+    assert re.search(r"held-out 8 questions: exact match \d+\.\d, F1 \d+\.\d", result.stdout)
+    assert f"saved to {out}" in result.stdout
+
+    side_by_side = CliRunner().invoke(app, ["eval-qa", str(people.path), "--reader", "sentence", "--reader", str(out),
+                                            "--json"])
+    assert side_by_side.exit_code == 0, side_by_side.output
+    scores = json.loads(side_by_side.stdout)
+    assert list(scores) == ["sentence", str(out)]
+    versus = scores[str(out)]["against_first"]
+    assert versus["f1"] == pytest.approx(scores[str(out)]["f1"] - scores["sentence"]["f1"])
+    assert versus["better"] + versus["worse"] <= 32 and scores["sentence"]["questions"] == 32
+    text = CliRunner().invoke(app, ["eval-qa", str(people.path), "--reader", "sentence", "--reader", "sentence"])
+    assert text.exit_code == 0, text.output
+    assert "reader sentence #2" in text.stdout and "F1 +0.00  (F1 better on 0 questions, worse on 0)" in text.stdout
