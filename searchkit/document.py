@@ -68,6 +68,11 @@ class Document:
                 return f"metadata field {key!r} holds a {type(value).__name__}; use str, number or bool"
             if isinstance(value, float) and not math.isfinite(value):
                 return f"metadata field {key!r} is {value}, which cannot be stored"
+            if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+                return (
+                    f"metadata field {key!r} is {value}, beyond the 64-bit integers an index stores; "
+                    "write it as a string (or a float, if approximate is fine)"
+                )
         return None
 
     @property

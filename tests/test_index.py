@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SMALL_CORPUS
+from conftest import ANIMALS, SMALL_CORPUS
 from searchkit import (
     ChunkingConfig,
     Document,
@@ -17,6 +17,7 @@ from searchkit import (
     IndexNotFoundError,
     ModelMismatchError,
     QueryError,
+    read_sources,
 )
 from searchkit.state import MANIFEST_FILE, read_manifest
 from searchkit.state import VECTORS_STATE_FILE as STATE_FILE, VECTORS_FILE
@@ -267,6 +268,22 @@ def test_bad_documents_are_reported_and_the_rest_indexed(make_index) -> None:
     assert any("'tags' holds a list" in r for r in reasons)
     assert index.store.counts()[0] == 3
     assert {h.doc_id for h in index.search("anything", k=10)} == {"cat", "dog", "ok"}
+
+
+def test_an_integer_beyond_64_bits_is_reported_and_the_rest_indexed(make_index, tmp_path) -> None:
+    """Regression: SQLite's OverflowError used to abort the whole add with a traceback."""
+    index = make_index(ANIMALS[:1])
+    report = index.add([Document("huge-n", "A document with an enormous count.", metadata={"n": 2**70}),
+                        Document("small-n", "A document with a small count.", metadata={"n": -(2**63)})])
+    assert report.added == 1 and [p.where for p in report.failed] == ["document 'huge-n'"]
+    assert "'n' is 1180591620717411303424, beyond the 64-bit integers" in report.failed[0].reason
+    assert index.get("huge-n") is None and index.get("small-n").metadata == {"n": -(2**63)}
+    corpus = tmp_path / "records.jsonl"
+    corpus.write_text('{"id": "j1", "text": "first record", "n": 1}\n{"id": "j2", "text": "second record", "n": 99999999999999999999999}\n')
+    report = index.add(read_sources([corpus]))
+    assert report.added == 1 and report.failed[0].where.endswith("records.jsonl:2")
+    assert "beyond the 64-bit integers" in report.failed[0].reason
+    assert {h.doc_id for h in index.search("record", k=10, mode="lexical")} == {"j1"}
 
 
 def test_vectors_match_the_store(small_index: Index) -> None:
