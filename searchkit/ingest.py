@@ -32,6 +32,9 @@ DEFAULT_MAX_DOCUMENT_CHARS = 2_000_000
 # Text gathered per store transaction (about 500 full chunks): large enough for efficiently
 # padded embedding batches, small enough that a killed ingest loses little.
 BATCH_CHARS = 500_000
+# Documents per store transaction at most, however short: bounds the memory and the WAL of a
+# batch of bring-your-own vectors (5,000 rows of 384 float32s are 7.7 MB).
+BATCH_DOCUMENTS = 5_000
 # Texts per embedding call: the progress bar moves after each (a few seconds at most).
 ENCODE_GROUP = 64
 
@@ -98,7 +101,7 @@ class Ingestor:
         """Index ``documents``; see :meth:`searchkit.Index.add`."""
         if prune and not isinstance(documents, Sources):
             raise ConfigError("prune=True needs documents read with searchkit.Sources: it prunes under the paths they come from")
-        precomputed = None if embeddings is None else _check_embeddings(documents, embeddings, self.dimension)
+        precomputed = None if embeddings is None else Precomputed.check(documents, embeddings, self.dimension)
         report = IngestReport()
         started = time.perf_counter()
         self._field_types = {name: set(kinds) for name, kinds in self.store.field_types().items()}
@@ -114,7 +117,7 @@ class Ingestor:
                 self._check_types(document, report)
                 pending.append(document)
                 pending_chars += len(document.text)
-                if pending_chars >= batch_chars:
+                if pending_chars >= batch_chars or len(pending) >= BATCH_DOCUMENTS:
                     self._ingest_batch(pending, report, bar, precomputed)
                     pending, pending_chars = [], 0
             if pending:
@@ -149,7 +152,7 @@ class Ingestor:
             kinds.add(kind)
 
     def _ingest_batch(
-        self, batch: list[Document], report: IngestReport, bar: tqdm, precomputed: dict[str, np.ndarray] | None
+        self, batch: list[Document], report: IngestReport, bar: tqdm, precomputed: Precomputed | None
     ) -> None:
         states = self.store.document_states([d.id for d in batch])
         to_embed: list[tuple[Document, int | None]] = []
@@ -173,7 +176,7 @@ class Ingestor:
             vectors = self._embed(documents, chunked, report, bar)
         else:
             chunked = [[StoredChunk(0, 0, len(d.text), d.text)] for d in documents]
-            vectors = np.stack([precomputed[d.id] for d in documents]) if documents else np.zeros((0, 1), np.float32)
+            vectors = precomputed.vectors([d.id for d in documents])
             bar.update(len(documents))
         rows, offset = [], 0
         for document, doc_chunks in zip(documents, chunked):
@@ -271,22 +274,47 @@ def _accept(
     return document
 
 
-def _check_embeddings(documents: object, embeddings: np.ndarray, dimension: int) -> dict[str, np.ndarray]:
-    """Vectors a caller brings, one per document, checked and normalised to unit length."""
-    if not isinstance(documents, Sequence):
-        raise ConfigError("with embeddings=, documents must be a list (one embedding row per document)")
-    vectors = np.asarray(embeddings, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape != (len(documents), dimension):
-        raise ConfigError(
-            f"embeddings have shape {vectors.shape}; this index needs ({len(documents)}, {dimension}): "
-            "one row per document in the index's dimension"
-        )
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
-        raise ConfigError("embeddings contain NaN, infinite or all-zero rows")
-    by_id: dict[str, np.ndarray] = {}
-    for item, vector in zip(documents, vectors / norms):
-        if isinstance(item, (Document, Mapping)):
-            by_id.setdefault(as_document(item).id, vector)
-    return by_id
+class Precomputed:
+    """Vectors a caller brings, one row per document, checked once and normalised a batch at a time.
 
+    The caller's array is read in place: a normalised copy of all of it would double the
+    memory of a large add, so only the rows of the batch being written are copied.
+    """
+
+    def __init__(self, rows: np.ndarray, norms: np.ndarray, by_id: dict[str, int]) -> None:
+        self._rows = rows
+        self._norms = norms
+        self._by_id = by_id
+
+    @classmethod
+    def check(cls, documents: object, embeddings: np.ndarray, dimension: int) -> Precomputed:
+        if not isinstance(documents, Sequence):
+            raise ConfigError("with embeddings=, documents must be a list (one embedding row per document)")
+        rows = np.asarray(embeddings)
+        if rows.ndim != 2 or rows.shape != (len(documents), dimension):
+            raise ConfigError(
+                f"embeddings have shape {rows.shape}; this index needs ({len(documents)}, {dimension}): "
+                "one row per document in the index's dimension"
+            )
+        norms = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), CHECK_ROWS):  # in slices: no temporary the size of the input
+            part = np.asarray(rows[start:start + CHECK_ROWS], dtype=np.float32)
+            if not np.all(np.isfinite(part)):
+                raise ConfigError("embeddings contain NaN, infinite or all-zero rows")
+            norms[start:start + CHECK_ROWS] = np.linalg.norm(part, axis=1)
+        if np.any(norms == 0):
+            raise ConfigError("embeddings contain NaN, infinite or all-zero rows")
+        by_id: dict[str, int] = {}
+        for row, item in enumerate(documents):
+            if isinstance(item, (Document, Mapping)):
+                by_id.setdefault(as_document(item).id, row)
+        return cls(rows, norms, by_id)
+
+    def vectors(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """The unit-length float32 vectors of these documents, in order."""
+        rows = np.fromiter((self._by_id[doc_id] for doc_id in doc_ids), dtype=np.int64, count=len(doc_ids))
+        return np.asarray(self._rows[rows], dtype=np.float32) / self._norms[rows, None]
+
+
+# Rows checked at a time when vectors are brought (about 15 MB of 384-d float32s).
+CHECK_ROWS = 10_000

@@ -1,6 +1,9 @@
 """The SQLite store: documents, chunks, metadata and embeddings, through SQLAlchemy.
 
-The store is the source of truth; the FAISS file is derived from it. Every write is one
+The store is the source of truth; the FAISS file is derived from it. Text is stored once,
+in ``documents``: a chunk is a character span of its document (its text is
+``document.text[start:end]``, which is how chunking makes it), and the full-text index is
+contentless, holding only its postings and statistics. Every write is one
 transaction that also bumps a *generation* counter, so the vector file can record which
 store state it reflects and a lagging file is caught on open. Chunk ids are
 AUTOINCREMENT keys: SQLite never reuses them, so an id in a stale vector file can never
@@ -34,10 +37,8 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    column,
     insert,
     select,
-    table,
     text,
     update,
 )
@@ -78,7 +79,6 @@ chunks = Table(
     Column("ordinal", Integer, nullable=False),
     Column("start", Integer, nullable=False),
     Column("end", Integer, nullable=False),
-    Column("text", Text, nullable=False),
     Column("embedding", LargeBinary, nullable=False),
     sqlite_autoincrement=True,
 )
@@ -145,10 +145,18 @@ _FIELD_VALUES_FILL = (
     "SELECT d.pk, j.key, j.value FROM documents AS d, json_each(d.meta) AS j"
 )
 
-# The full-text index over chunks: FTS5 (a virtual table, so declared in SQL) with BM25
-# ranking built in. It holds the same text the model embeds (title and chunk), with
-# Porter stemming, and is written in the same transactions as the chunks it mirrors.
-_FTS_CREATE = f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, tokenize = '{FTS_TOKENIZER}')"
+# The full-text index over chunks: FTS5 (a virtual table, so declared in SQL), with Porter
+# stemming, over the same text the model embeds (title and chunk), written in the same
+# transactions as the chunks it mirrors. It is contentless (content=''): it keeps postings
+# and lengths, not a third copy of the text. So a chunk leaves it through FTS5's 'delete'
+# command, given exactly the body it was indexed with; that body is derived again from the
+# document's title and text and the chunk's offsets, none of which is ever updated in place.
+_FTS_CREATE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, content = '', "
+    f"tokenize = '{FTS_TOKENIZER}')"
+)
+_FTS_INSERT = "INSERT INTO chunks_fts (rowid, body) VALUES (?, ?)"
+_FTS_DELETE = "INSERT INTO chunks_fts (chunks_fts, rowid, body) VALUES ('delete', ?, ?)"
 # Read-only views of the full-text index for BM25 (searchkit.lexical): every occurrence of a
 # term by chunk. They hold no data of their own, so they can never lag the index.
 _FTS_INSTANCES_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_instances USING fts5vocab(chunks_fts, 'instance')"
@@ -157,11 +165,16 @@ _FTS_INSTANCES_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_instances
 _FTS_POSTINGS = "SELECT doc, count(*) FROM chunks_fts_instances WHERE term = ? GROUP BY doc ORDER BY doc"
 _FTS_LENGTHS = "SELECT id, sz FROM chunks_fts_docsize WHERE id IN ({})"
 _FTS_TOTALS = "SELECT block FROM chunks_fts_data WHERE id = 1"
-_FTS_FILL = (
-    "INSERT INTO chunks_fts (rowid, body) SELECT c.id, CASE WHEN d.title = '' THEN c.text "
-    "ELSE d.title || ' ' || c.text END FROM chunks AS c JOIN documents AS d ON c.document_pk = d.pk"
+# A chunk's text read in SQL, so only the span leaves SQLite. SQLite's text functions stop at
+# a NUL character; a span that comes back short is cut from the whole text in Python instead.
+_DOCUMENT_INSERT = (
+    "INSERT INTO documents (pk, doc_id, title, text, content_hash, meta, origin, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-chunks_fts = table("chunks_fts", column("rowid", Integer), column("body", Text))
+_CHUNK_INSERT = 'INSERT INTO chunks (id, document_pk, ordinal, start, "end", embedding) VALUES (?, ?, ?, ?, ?, ?)'
+_FIELD_VALUE_INSERT = "INSERT INTO field_values (document_pk, name, value) VALUES (?, ?, ?)"
+_CHUNK_TEXT = func.substr(documents.c.text, chunks.c.start + 1, chunks.c.end - chunks.c.start)
+# Pages of chunks read by the migration to the text-once layout.
+_MIGRATION_PAGE = 20_000
 state = Table("state", _schema, Column("key", String, primary_key=True), Column("value", Integer, nullable=False))
 
 
@@ -211,8 +224,15 @@ class DocumentState:
     source: str = ""
 
 
+# Pages of 16 KiB: a chunk row is mostly its 1.5 KiB embedding (384 float32s), and 4 KiB pages
+# hold only two such rows (a quarter of the page unused) where 16 KiB pages hold ten. Only a
+# new file takes it; an existing store keeps the page size it was made with.
+PAGE_SIZE = 32768
+
+
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -273,37 +293,41 @@ class Store:
                 "cannot be derived: restore it from a backup, or build a new index from your documents"
             ) from exc
 
-    def _read_layout(self) -> tuple[set[str], set[str], set[str]]:
-        """(tables, columns of fields, columns of documents): what :meth:`migrate` looks at."""
+    def _read_layout(self) -> tuple[set[str], set[str], set[str], set[str]]:
+        """(tables, columns of fields, columns of documents, columns of chunks): what :meth:`migrate` looks at."""
         with self.engine.connect() as conn:
             existing = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars())
-            field_columns = {row[1] for row in conn.execute(text("PRAGMA table_info(fields)"))}
-            document_columns = {row[1] for row in conn.execute(text("PRAGMA table_info(documents)"))}
-        return existing, field_columns, document_columns
+            columns = {
+                name: {row[1] for row in conn.execute(text(f"PRAGMA table_info({name})"))}
+                for name in ("fields", "documents", "chunks")
+            }
+        return existing, columns["fields"], columns["documents"], columns["chunks"]
 
     @property
     def needs_migration(self) -> bool:
-        """True when the store was written by an older searchkit and lacks tables or columns."""
-        existing, field_columns, document_columns = self._layout
+        """True when the store was written by an older searchkit: it lacks tables or columns, or
+        keeps chunk text of its own (the layout before text was stored once)."""
+        existing, field_columns, document_columns, chunk_columns = self._layout
         return not (
             {"chunks_fts", "chunks_fts_instances", "field_values"} <= existing
-            and "types" in field_columns and "source" in document_columns
+            and "types" in field_columns and "source" in document_columns and "text" not in chunk_columns
         )
 
     def migrate(self) -> None:
-        """Create and fill the derived tables (full-text index, field values) and columns (field types,
-        document sources) a store lacks. The caller holds the index's write lock."""
+        """Bring an older store to the current layout, in one transaction: create and fill the derived
+        tables (full-text index, field values) and columns (field types, document sources) it lacks,
+        and store text once (see :meth:`_store_text_once`). The caller holds the index's write lock."""
         if not self.needs_migration:
             return
-        existing, field_columns, document_columns = self._layout
+        existing, field_columns, document_columns, chunk_columns = self._layout
         with self.engine.begin() as conn:
+            _begin_writing(conn)  # the schema changes too: a reader sees the old layout or the new, never a mix
             if "source" not in document_columns:
                 conn.execute(text("ALTER TABLE documents ADD COLUMN source TEXT NOT NULL DEFAULT ''"))
                 conn.execute(text("CREATE INDEX IF NOT EXISTS ix_documents_source ON documents (source)"))
-            if "chunks_fts" not in existing:
-                conn.execute(text(_FTS_CREATE))
-                conn.execute(text(_FTS_FILL))
-            if "chunks_fts_instances" not in existing:
+            if "chunks_fts" not in existing or "text" in chunk_columns:
+                self._store_text_once(conn, "text" in chunk_columns)
+            elif "chunks_fts_instances" not in existing:
                 conn.execute(text(_FTS_INSTANCES_CREATE))
             if "field_values" not in existing:
                 field_values.create(conn)
@@ -315,6 +339,40 @@ class Store:
                     found.setdefault(name, set()).add(kind)
                 self._merge_field_types(conn, found)
         self._layout = self._read_layout()
+
+    def _store_text_once(self, conn: Any, chunks_hold_text: bool) -> None:
+        """(Re)build the contentless full-text index from the documents, and drop the chunks' own text.
+
+        Every chunk's stored text is first checked to be exactly its span of the document:
+        a chunk that is not cannot be derived, so the migration stops, changing nothing, rather
+        than answer with other text. The index is then filled with the very bodies the old one
+        held, so its postings, lengths and totals, and every BM25 score, are the same.
+        """
+        raw = conn.connection.dbapi_connection
+        conn.execute(text("DROP TABLE IF EXISTS chunks_fts_instances"))
+        conn.execute(text("DROP TABLE IF EXISTS chunks_fts"))
+        conn.execute(text(_FTS_CREATE))
+        own_text = ", c.text" if chunks_hold_text else ""
+        cursor = raw.execute(
+            f"SELECT c.id, d.title, d.text, c.start, c.\"end\"{own_text} FROM chunks AS c "
+            "JOIN documents AS d ON c.document_pk = d.pk ORDER BY d.pk, c.id"
+        )
+        while rows := cursor.fetchmany(_MIGRATION_PAGE):
+            bodies = []
+            for row in rows:
+                derived = row[2][row[3]:row[4]]
+                if chunks_hold_text and row[5] != derived:
+                    raise IndexCorruptError(
+                        f"{self.path}: chunk {row[0]} holds text that is not its span [{row[3]}, {row[4]}) of its "
+                        "document, so this store cannot be brought to the current layout; build a new index "
+                        "from your documents"
+                    )
+                bodies.append((row[0], embedding_input(row[1], derived)))
+            raw.executemany(_FTS_INSERT, bodies)
+        cursor.close()
+        conn.execute(text(_FTS_INSTANCES_CREATE))
+        if chunks_hold_text:
+            conn.execute(text("ALTER TABLE chunks DROP COLUMN text"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -361,15 +419,18 @@ class Store:
 
     def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         query = (
-            select(chunks.c.id, documents.c.doc_id, documents.c.title, chunks.c.text,
-                   chunks.c.start, chunks.c.end, documents.c.meta)
+            select(chunks.c.id, documents.c.doc_id, documents.c.title, _CHUNK_TEXT.label("text"),
+                   chunks.c.start, chunks.c.end, documents.c.meta, documents.c.pk)
             .join(documents, chunks.c.document_pk == documents.c.pk)
         )
         rows: dict[int, ChunkRow] = {}
         with self.engine.connect() as conn:
             for batch in _batches([int(i) for i in chunk_ids], 500):
-                for row in conn.execute(query.where(chunks.c.id.in_(batch))):
-                    rows[row.id] = ChunkRow(row.id, row.doc_id, row.title, row.text, row.start, row.end, json.loads(row.meta))
+                found = conn.execute(query.where(chunks.c.id.in_(batch))).all()
+                whole = _whole_texts(conn, [row.pk for row in found if len(row.text) != row.end - row.start])
+                for row in found:
+                    chunk_text = whole[row.pk][row.start:row.end] if row.pk in whole else row.text
+                    rows[row.id] = ChunkRow(row.id, row.doc_id, row.title, chunk_text, row.start, row.end, json.loads(row.meta))
         return rows
 
     def document(self, doc_id: str) -> StoredDocument | None:
@@ -489,27 +550,30 @@ class Store:
         version is in ``new``; ``metadata_only`` updates metadata in place.
         """
         with self.engine.begin() as conn:
+            raw = _begin_writing(conn)
             removed = self._delete_documents(conn, replaced)
-            new_ids: list[int] = []
-            if new:  # three multi-row statements per batch, however many documents it holds
-                pks = conn.execute(
-                    insert(documents).returning(documents.c.pk, sort_by_parameter_order=True),
-                    [
-                        {"doc_id": d.id, "title": d.title, "text": d.text, "content_hash": d.content_hash,
-                         "meta": d.metadata_json(), "origin": d.origin,
-                         "source": d.source}
-                        for d, _, _ in new
-                    ],
-                ).scalars().all()
-                rows = [
-                    {"document_pk": pk, "ordinal": c.ordinal, "start": c.start, "end": c.end,
-                     "text": c.text, "embedding": vectors[i].tobytes()}
-                    for pk, (_, doc_chunks, vectors) in zip(pks, new)
-                    for i, c in enumerate(doc_chunks)
-                ]
-                new_ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars().all()
-                bodies = [embedding_input(d.title, c.text) for d, doc_chunks, _ in new for c in doc_chunks]
-                conn.execute(insert(chunks_fts), [{"rowid": i, "body": b} for i, b in zip(new_ids, bodies)])
+            new_ids = np.zeros(0, dtype=np.int64)
+            if new:
+                # Keys are given, not returned: under the write lock (BEGIN IMMEDIATE) the next
+                # AUTOINCREMENT keys are known, and plain executemany is several times faster
+                # than inserts that return their keys row by row.
+                first_pk = _next_key(raw, "documents")
+                pks = range(first_pk, first_pk + len(new))
+                raw.executemany(
+                    _DOCUMENT_INSERT,
+                    [(pk, d.id, d.title, d.text, d.content_hash, d.metadata_json(), d.origin, d.source)
+                     for pk, (d, _, _) in zip(pks, new)],
+                )
+                first_id = _next_key(raw, "chunks")
+                new_ids = np.arange(first_id, first_id + sum(len(doc_chunks) for _, doc_chunks, _ in new), dtype=np.int64)
+                spans = ((pk, c, vectors[i]) for pk, (_, doc_chunks, vectors) in zip(pks, new) for i, c in enumerate(doc_chunks))
+                raw.executemany(
+                    _CHUNK_INSERT,
+                    [(chunk_id, pk, c.ordinal, c.start, c.end, vector.tobytes())
+                     for chunk_id, (pk, c, vector) in zip(new_ids.tolist(), spans)],
+                )
+                bodies = (embedding_input(d.title, c.text) for d, doc_chunks, _ in new for c in doc_chunks)
+                raw.executemany(_FTS_INSERT, zip(new_ids.tolist(), bodies))
                 self._write_fields(conn, zip(pks, (d for d, _, _ in new)))
             for pk, document in metadata_only:
                 conn.execute(update(documents).where(documents.c.pk == pk).values(
@@ -518,12 +582,13 @@ class Store:
             self._write_fields(conn, metadata_only)
             self._register_fields(conn, [d for d, _, _ in new] + [d for _, d in metadata_only])
             generation = self._bump(conn)
-        return removed, np.asarray(new_ids, dtype=np.int64), generation
+        return removed, new_ids, generation
 
     def delete(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, list[str], int]:
         """Delete documents by id: (removed chunk ids, ids not found, new generation)."""
         states = self.document_states(doc_ids)
         with self.engine.begin() as conn:
+            _begin_writing(conn)
             removed = self._delete_documents(conn, [s.pk for s in states.values()])
             generation = self._bump(conn)
         return removed, [d for d in doc_ids if d not in states], generation
@@ -532,9 +597,15 @@ class Store:
     def _delete_documents(conn: Any, pks: Sequence[int]) -> np.ndarray:
         removed: list[int] = []
         for batch in _batches(list(pks), 500):
-            chunk_ids = conn.execute(select(chunks.c.id).where(chunks.c.document_pk.in_(batch))).scalars().all()
-            for ids in _batches(list(chunk_ids), 500):
-                conn.execute(delete(chunks_fts).where(chunks_fts.c.rowid.in_(ids)))
+            whole = _whole_texts(conn, batch)
+            titles = dict(conn.execute(select(documents.c.pk, documents.c.title).where(documents.c.pk.in_(batch))).all())
+            spans = conn.execute(
+                select(chunks.c.id, chunks.c.document_pk, chunks.c.start, chunks.c.end).where(chunks.c.document_pk.in_(batch))
+            ).all()
+            conn.connection.dbapi_connection.executemany(
+                _FTS_DELETE, ((i, embedding_input(titles[pk], whole[pk][start:end])) for i, pk, start, end in spans)
+            )
+            chunk_ids = [i for i, _, _, _ in spans]
             removed.extend(chunk_ids)
             conn.execute(delete(chunks).where(chunks.c.document_pk.in_(batch)))
             conn.execute(delete(documents).where(documents.c.pk.in_(batch)))
@@ -542,13 +613,10 @@ class Store:
 
     @staticmethod
     def _write_fields(conn: Any, documents_by_pk: Iterable[tuple[int, Document]]) -> None:
-        rows = [
-            {"document_pk": pk, "name": name, "value": value}
-            for pk, document in documents_by_pk
-            for name, value in document.metadata.items()
-        ]
-        if rows:
-            conn.execute(insert(field_values), rows)
+        conn.connection.dbapi_connection.executemany(
+            _FIELD_VALUE_INSERT,
+            ((pk, name, value) for pk, document in documents_by_pk for name, value in document.metadata.items()),
+        )
 
     @classmethod
     def _register_fields(cls, conn: Any, written: Iterable[Document]) -> None:
@@ -578,6 +646,31 @@ class Store:
     def _bump(conn: Any) -> int:
         conn.execute(update(state).where(state.c.key == "generation").values(value=state.c.value + 1))
         return int(conn.execute(select(state.c.value).where(state.c.key == "generation")).scalar_one())
+
+
+def _begin_writing(conn: Any) -> sqlite3.Connection:
+    """Start the connection's transaction as a writer at once (BEGIN IMMEDIATE), and return the driver's
+    connection. Python's sqlite3 would begin only at the first change, after reads that a second
+    writer could make stale; and statements run on the driver's connection belong to this transaction."""
+    raw = conn.connection.dbapi_connection
+    raw.execute("BEGIN IMMEDIATE")
+    return raw
+
+
+def _next_key(raw: sqlite3.Connection, name: str) -> int:
+    """The key AUTOINCREMENT would give the next row of table ``name``: above every key it ever gave."""
+    query = (
+        f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{name}'), 0), "
+        f"coalesce((SELECT max(rowid) FROM {name}), 0))"
+    )
+    return int(raw.execute(query).fetchone()[0]) + 1
+
+
+def _whole_texts(conn: Any, pks: Sequence[int]) -> dict[int, str]:
+    """{document key: its whole text}, for cutting chunks in Python where SQL cannot."""
+    if not pks:
+        return {}
+    return dict(conn.execute(select(documents.c.pk, documents.c.text).where(documents.c.pk.in_(list(pks)))).all())
 
 
 def _chunks_where(condition: ColumnElement[bool]) -> Select[tuple[int]]:
