@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import importlib.resources
 import json
 import logging
 import os
@@ -39,7 +40,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -66,6 +68,8 @@ __all__ = ["ServerSettings", "create_app", "serve", "BackgroundServer", "snippet
 log = logging.getLogger("searchkit.server")
 
 WEB_DIR = Path(__file__).parent / "web"
+# Swagger UI's script and style, shipped in the fastapi-offline package, so /docs works without the internet.
+SWAGGER_UI_DIR = Path(str(importlib.resources.files("fastapi_offline") / "static"))
 DEFAULT_MAX_K = 100
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20
 MAX_BATCH_QUERIES = 64
@@ -351,7 +355,7 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
         title="searchkit",
         version=__version__,
         summary="Semantic, lexical and hybrid search over one searchkit index.",
-        docs_url="/docs",
+        docs_url=None,  # served below from local files: the default loads Swagger UI from a CDN, blank offline
         redoc_url=None,
     )
     app.state.index = index
@@ -518,7 +522,16 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="searchkit API",
+            swagger_js_url="/static-docs/swagger-ui-bundle.js", swagger_css_url="/static-docs/swagger-ui.css",
+            swagger_favicon_url="/static-docs/favicon.png",
+        )
+
     app.mount("/static", _PageFiles(directory=WEB_DIR), name="static")
+    app.mount("/static-docs", StaticFiles(directory=SWAGGER_UI_DIR), name="static-docs")
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -318,7 +319,11 @@ def test_health_info_openapi_and_page(api: httpx.Client) -> None:
     assert info["metadata_fields"]["year"] == ["number"] and info["server"]["max_k"] == 50
     schema = api.get("/openapi.json").json()
     assert {"/search", "/ask", "/documents", "/documents/{doc_id}", "/info", "/health"} <= set(schema["paths"])
-    assert api.get("/docs").status_code == 200
+    docs = api.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # offline: every asset comes from this server
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', docs.text):
+        assert api.get(asset).status_code == 200, asset
+    assert "SwaggerUIBundle" in api.get("/static-docs/swagger-ui-bundle.js").text
     page = api.get("/")
     assert page.status_code == 200 and "<form" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]

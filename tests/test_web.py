@@ -162,3 +162,11 @@ def test_a_link_without_a_mode_searches_as_the_index_is_tuned(browser: object, t
             assert hit_ids(page) == tuned
             assert page.input_value("#mode") == "hybrid"
             context.close()
+
+
+def test_the_api_docs_render_offline(page: object) -> None:
+    """Swagger UI is served by searchkit itself, so /docs lists the endpoints with no internet."""
+    page.goto("/docs")  # type: ignore[attr-defined]
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)  # type: ignore[attr-defined]
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")  # type: ignore[attr-defined]
+    assert {"/search", "/ask", "/info"} <= {path.replace("\u200b", "") for path in paths}
