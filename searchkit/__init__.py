@@ -48,6 +48,8 @@ _EXPORTS = {
     "SearchkitError": "searchkit.errors",
     "SentenceReader": "searchkit.reader",
     "SentenceTransformerEmbedder": "searchkit.embedding",
+    "ShardUnavailableError": "searchkit.errors",
+    "ShardedIndex": "searchkit.distributed.router",
     "ServerError": "searchkit.client",
     "SourceOptions": "searchkit.sources",
     "Sources": "searchkit.sources",
@@ -68,6 +70,7 @@ _EXPORTS = {
     "load_reader": "searchkit.reader",
     "load_squad": "searchkit.squad",
     "read_sources": "searchkit.sources",
+    "shard_index": "searchkit.distributed.sharding",
     "train_reader": "searchkit.training",
 }
 
@@ -111,6 +114,8 @@ if TYPE_CHECKING:
     from searchkit.reader import SentenceReader
     from searchkit.embedding import SentenceTransformerEmbedder
     from searchkit.client import ServerError
+    from searchkit.errors import ShardUnavailableError
+    from searchkit.distributed.router import ShardedIndex
     from searchkit.sources import SourceOptions
     from searchkit.sources import Sources
     from searchkit.reader import SpanReader
@@ -129,6 +134,7 @@ if TYPE_CHECKING:
     from searchkit.reader import load_reader
     from searchkit.squad import load_squad
     from searchkit.sources import read_sources
+    from searchkit.distributed.sharding import shard_index
     from searchkit.training import train_reader
 
 __all__ = [
@@ -170,6 +176,8 @@ __all__ = [
     "SentenceReader",
     "SentenceTransformerEmbedder",
     "ServerError",
+    "ShardUnavailableError",
+    "ShardedIndex",
     "SourceOptions",
     "Sources",
     "SpanReader",
@@ -189,6 +197,7 @@ __all__ = [
     "load_reader",
     "load_squad",
     "read_sources",
+    "shard_index",
     "train_reader",
 ]
 

@@ -241,12 +241,30 @@ def index_command(
     wait: WaitOption = 0.0,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", metavar="auto|ADDRESS",
+            help="Embed on a Ray cluster (pip install 'searchkit[ray]'): 'auto' starts a local Ray runtime, "
+            "an address (head:6379) joins a cluster; reading, chunking and writing stay here.",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int | None,
+        typer.Option(min=1, help="Embedding actors on the cluster, with --ray [default: one per GPU, else one per 2 CPUs]."),
+    ] = None,
+    ray_batch_size: Annotated[int, typer.Option(min=1, help="Texts per Ray Data batch an actor embeds, with --ray.")] = 64,
+    ray_gpus: Annotated[
+        float | None,
+        typer.Option(min=0, help="GPUs each embedding actor holds, with --ray [default: 1 if the cluster has GPUs, else 0]."),
+    ] = None,
 ) -> None:
     """Add documents to an index (created if needed); unchanged documents are skipped.
 
     Documents are read as they are embedded, so a corpus of any size takes the memory of
     one batch. Chunking options apply when the index is created; an existing index keeps
-    its own, and a different value is an error.
+    its own, and a different value is an error. With --ray, embedding runs on a Ray
+    cluster and the vectors are committed here batch by batch, exactly as without it.
     """
     options = SourceOptions(
         include=tuple(include) if include else SourceOptions.include,
@@ -264,9 +282,16 @@ def index_command(
     with Index.open_or_create(
         index, model=model, chunking=chunking or None, lock_timeout=wait, precision=precision
     ) as opened:
+        embedder = None
+        if ray is not None:
+            from searchkit.distributed.embedding import ray_embedder
+            from searchkit.distributed.runtime import connect
+
+            connect(ray)
+            embedder = ray_embedder(opened.embedder, actors=ray_actors, batch_size=ray_batch_size, gpus=ray_gpus)
         report = opened.add(
             Sources(paths, options), progress=not quiet and not as_json, max_document_chars=max_doc_chars,
-            batch_chars=batch_chars, prune=prune,
+            batch_chars=batch_chars, prune=prune, embedder=embedder,
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -674,6 +699,31 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
         typer.echo(f"{name:<{width}}  {printable(value)}")
 
 
+@command("shard")
+@user_errors
+def shard_command(
+    source: Annotated[Path, typer.Argument(metavar="DIR", help="The index to split (only read).", show_default=False)],
+    shards: Annotated[int, typer.Option("--shards", "-n", min=1, help="How many shards.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="SHARDS", help="New or empty folder for the shards.", show_default=False)],
+    as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Split an index into N ordinary indexes by a hash of the document id, for `serve --shards`.
+
+    Stored embeddings are copied, nothing is re-embedded; each shard keeps the index's
+    model, chunking, vector index type and search settings.
+    """
+    from searchkit.distributed.sharding import shard_index
+
+    report = shard_index(source, shards, out, progress=not quiet and not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for number, (documents, chunks) in enumerate(zip(report.documents, report.chunks)):
+        typer.echo(f"shard {number}: {documents:,} documents, {chunks:,} chunks")
+    typer.echo(f"{printable(out)}: {shards} shards in {report.seconds:.1f} s")
+
+
 @command("reindex")
 @user_errors
 def reindex_command(
@@ -855,7 +905,9 @@ def parse_cutoffs(text: str) -> list[int]:
 @command("serve")
 @user_errors
 def serve_command(
-    index: IndexOption,
+    index: Annotated[
+        Path | None, typer.Option("--index", "-i", metavar="DIR", help="Index directory (or --shards).", show_default=False)
+    ] = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     allow_writes: Annotated[
@@ -881,13 +933,39 @@ def serve_command(
         int, typer.Option(min=0, help="Threads one query's encode uses; requests run side by side anyway; 0: one per core.")
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    shards: Annotated[
+        Path | None,
+        typer.Option(metavar="SHARDS", help="Serve the shards `searchkit shard` wrote here, as one index, instead of --index."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", metavar="auto|ADDRESS",
+            help="With --shards: serve each shard on Ray Serve ('auto': a local Ray runtime; an address joins a cluster) "
+            "[default: every shard in this process].",
+        ),
+    ] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas of each shard, with --ray.")] = 1,
+    replica_cpus: Annotated[float, typer.Option(min=0, help="CPUs Ray reserves for each shard replica, with --ray.")] = 1.0,
+    shard_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a shard has to answer before a search fails naming it, with --ray.")
+    ] = 30.0,
 ) -> None:
     """Serve an index over HTTP: a REST API (docs at /docs), a search page at /, for `--server` and searchkit.Client.
 
     The model is loaded once; searches run concurrently, and documents added by another
-    process (`searchkit index`) are searched at once, without a restart.
+    process (`searchkit index`) are searched at once, without a restart. With --shards,
+    a query goes to every shard and the results are merged: the same API, page and
+    results as the unsharded index (read-only: write the source index and shard it again).
     """
     from searchkit.server import ServerSettings, bind_is_local, serve
+
+    if (index is None) == (shards is None):
+        raise ConfigError("give --index DIR, or --shards SHARDS for a sharded collection (one of the two)")
+    if shards is not None and allow_writes:
+        raise ConfigError("a sharded collection is served read-only: leave out --allow-writes (write the source index, then shard it again)")
+    if ray is not None and shards is None:
+        raise ConfigError("--ray serves shards: give --shards SHARDS (made by searchkit shard)")
 
     if allow_writes and not api_key and not bind_is_local(host):
         typer.secho(
@@ -898,13 +976,29 @@ def serve_command(
         allow_writes=allow_writes, api_key=api_key or None, cors_origins=tuple(cors or ()), max_k=max_k,
         max_body_bytes=int(max_body_mb * 2**20),
     )
-    with Index.open(index, model=model, lock_timeout=wait) as opened:
-        use_reader(opened, reader)
+    with open_served(index, shards, model, wait, ray, replicas, replica_cpus, shard_timeout) as opened:
+        use_reader(opened, reader)  # type: ignore[arg-type]
         typer.echo(
-            f"serving {printable(index)} ({len(opened):,} documents) on http://{printable(host)}:{port}"
+            f"serving {printable(index or shards)} ({len(opened):,} documents) on http://{printable(host)}:{port}"
             f" (writes {'on' if allow_writes else 'off'})", err=True,
         )
-        serve(opened, host, port, settings, model_threads=model_threads or None, access_log=access_log)
+        serve(opened, host, port, settings, model_threads=model_threads or None, access_log=access_log)  # type: ignore[arg-type]
+
+
+def open_served(
+    index: Path | None, shards: Path | None, model: str | None, wait: float, ray: str | None, replicas: int,
+    replica_cpus: float, shard_timeout: float,
+) -> Any:
+    """What `serve` serves: an index, or a sharded collection (shards in this process, or on Ray Serve)."""
+    if shards is None:
+        return Index.open(index, model=model, lock_timeout=wait)
+    if ray is None:
+        from searchkit.distributed.router import ShardedIndex
+
+        return ShardedIndex.open_local(shards, model=model)
+    from searchkit.distributed.serving import open_on_ray
+
+    return open_on_ray(shards, replicas=replicas, address=ray, model=model, replica_cpus=replica_cpus, timeout=shard_timeout)
 
 
 class _NoticeHandler(logging.Handler):

@@ -336,6 +336,11 @@ class SentenceTransformerEmbedder:
         return self._model is not None
 
     @property
+    def model_spec(self) -> str:
+        """The model as it was asked for (a name or a folder): what another process loads to get the same one."""
+        return self._spec
+
+    @property
     def tokenizer(self) -> Any:
         return self.model.tokenizer
 

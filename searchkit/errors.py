@@ -18,6 +18,7 @@ __all__ = [
     "QueryError",
     "FilterError",
     "ReaderError",
+    "ShardUnavailableError",
 ]
 
 
@@ -59,3 +60,7 @@ class ReaderError(SearchkitError):
 
 class StoreWriteError(SearchkitError):
     """The index could not be written (disk full, file-size limit); what was committed before is intact."""
+
+
+class ShardUnavailableError(SearchkitError):
+    """A shard of a sharded collection did not answer: the results would be incomplete, so there are none."""

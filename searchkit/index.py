@@ -24,6 +24,7 @@ from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError, ModelMismatchError, QueryError, SearchkitError
 from searchkit.filters import Filter, Where, compile_filter
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
+from searchkit.lexical import TermStatistics
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
 from searchkit.retrieval import Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
@@ -253,6 +254,7 @@ class Index:
         batch_chars: int = BATCH_CHARS,
         embeddings: np.ndarray | None = None,
         prune: bool = False,
+        embedder: Embedder | None = None,
     ) -> IngestReport:
         """Index documents: new ones are added, changed ones re-embedded, unchanged ones skipped.
 
@@ -269,9 +271,20 @@ class Index:
         ``embeddings`` brings your own vectors: one row per document, in the index's
         dimension. Each document then becomes a single chunk with that vector (it is
         normalised to unit length, as cosine search needs) and nothing is embedded.
+
+        ``embedder`` embeds this ingest's passages instead of the index's own (one with the
+        same model, such as :class:`searchkit.distributed.RayEmbedder`, which embeds on a
+        Ray cluster); everything else, the single writer included, stays here.
         """
+        if embedder is not None and not embedder.identity.same_vectors_as(self.config.model):
+            raise ModelMismatchError(
+                f"the index at {self.path} was built with {self.config.model.describe()}, but the embedder given is "
+                f"{embedder.identity.describe()}"
+            )
         with self._writing():
-            ingestor = Ingestor(self.store, self.embedder, self.config.chunking, self.config.model.dimension, self._state.apply)
+            ingestor = Ingestor(
+                self.store, embedder or self.embedder, self.config.chunking, self.config.model.dimension, self._state.apply
+            )
             return ingestor.run(
                 documents, progress=progress, max_document_chars=max_document_chars, batch_chars=batch_chars,
                 embeddings=embeddings, prune=prune,
@@ -371,8 +384,16 @@ class Index:
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
         rerank: str | None = None,
+        statistics: Sequence[TermStatistics] | None = None,
     ) -> list[list[Hit]]:
-        """Search many queries at once: one batched encode and one FAISS call."""
+        """Search many queries at once: one batched encode and one FAISS call.
+
+        ``statistics`` (one per query, from :meth:`term_statistics` summed over the shards
+        of a collection) make lexical scores those of the whole collection rather than of
+        this index alone.
+        """
+        if statistics is not None and len(statistics) != len(queries):
+            raise QueryError(f"statistics must give one entry per query: {len(statistics)} for {len(queries)} queries")
         if rerank not in (None, "qa"):
             raise QueryError(f"unknown rerank {rerank!r}; use 'qa' or leave it out")
         if isinstance(queries, str):
@@ -392,13 +413,26 @@ class Index:
             return []
         if rerank == "qa":
             candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
-                                           hybrid_weight=hybrid_weight)
+                                           hybrid_weight=hybrid_weight, statistics=statistics)
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
             read = self.reader.read_batch(list(queries), passages)
             return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
         return self._hits(
-            lambda: self._retriever.rank(queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b)
+            lambda: self._retriever.rank(
+                queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b, statistics
+            )
         )
+
+    def term_statistics(self, queries: Sequence[str]) -> list[TermStatistics]:
+        """BM25's numbers for each query's terms in this index (chunks, tokens, each term's frequency).
+
+        Summed over the shards of a collection and given back to :meth:`search_batch`,
+        they score every shard's chunks exactly as one unsharded index would.
+        """
+        for query in queries:
+            check_query(query)
+        self._state.refresh()
+        return self._retriever.term_statistics(queries)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself (one row per query, the index's dimension).

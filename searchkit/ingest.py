@@ -35,7 +35,9 @@ BATCH_CHARS = 500_000
 # Documents per store transaction at most, however short: bounds the memory and the WAL of a
 # batch of bring-your-own vectors (5,000 rows of 384 float32s are 7.7 MB).
 BATCH_DOCUMENTS = 5_000
-# Texts per embedding call: the progress bar moves after each (a few seconds at most).
+# Texts per embedding call: the progress bar moves after each (a few seconds at most). An embedder
+# whose calls carry a fixed cost (a remote one, such as searchkit.distributed.RayEmbedder) sets its
+# own ``encode_group``.
 ENCODE_GROUP = 64
 
 # Called after each committed batch: (removed chunk ids, new chunk ids, their vectors, generation).
@@ -213,8 +215,9 @@ class Ingestor:
         inputs = [embedding_input(d.title, c.text) for d, cs in zip(documents, chunked) for c in cs]
         ends = np.cumsum([len(cs) for cs in chunked])  # chunk count at which each document is done
         parts, done_chunks, done_documents = [], 0, 0
-        for start in range(0, max(len(inputs), 1), ENCODE_GROUP):
-            group = inputs[start:start + ENCODE_GROUP]
+        size = getattr(self.embedder, "encode_group", ENCODE_GROUP)
+        for start in range(0, max(len(inputs), 1), size):
+            group = inputs[start:start + size]
             embed_started = time.perf_counter()
             parts.append(self.embedder.encode(group))
             report.embed_seconds += time.perf_counter() - embed_started

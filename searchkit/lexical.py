@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from searchkit.store import Store
 
-__all__ = ["STOPWORDS", "Bm25", "Postings", "QueryAnalyzer", "bm25_scores", "FTS_TOKENIZER"]
+__all__ = ["STOPWORDS", "Bm25", "Postings", "QueryAnalyzer", "TermStatistics", "bm25_scores", "FTS_TOKENIZER"]
 
 # The tokenizer of the full-text index: Unicode words, diacritics folded, Porter-stemmed.
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -95,16 +95,46 @@ class Postings:
     lengths: tuple[np.ndarray, np.ndarray]  # (chunk ids, ascending; their lengths in tokens)
 
 
-def bm25_scores(postings: Postings, k1: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class TermStatistics:
+    """The collection-wide numbers of BM25 for one query: chunks, tokens, and each term's document frequency.
+
+    A sharded collection scores each shard's chunks with the sum of every shard's
+    statistics, so a chunk gets the score it would have in one unsharded index.
+    """
+
+    chunks: int
+    tokens: int
+    frequencies: dict[str, int]
+
+    @classmethod
+    def of(cls, postings: Postings | None) -> TermStatistics:
+        if postings is None:
+            return cls(0, 0, {})
+        return cls(postings.chunks, postings.tokens, {term: len(ids) for term, (ids, _) in postings.terms.items()})
+
+    def __add__(self, other: TermStatistics) -> TermStatistics:
+        frequencies = dict(self.frequencies)
+        for term, count in other.frequencies.items():
+            frequencies[term] = frequencies.get(term, 0) + count
+        return TermStatistics(self.chunks + other.chunks, self.tokens + other.tokens, frequencies)
+
+
+def bm25_scores(
+    postings: Postings, k1: float, b: float, collection: TermStatistics | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(chunk ids, scores) of every chunk holding a query term.
 
     score = Σ over terms of idf · tf·(k1+1) / (tf + k1·(1 − b + b·len/avglen)), with
     idf = ln(1 + (N − df + 0.5)/(df + 0.5)) (Lucene's, never negative: a term in most chunks
-    adds little, never a penalty).
+    adds little, never a penalty). N, the average length and df come from ``collection``
+    when given (the statistics of every shard of a collection), else from ``postings``.
     """
     empty = np.zeros(0, dtype=np.int64), np.zeros(0)
     if not postings.chunks or not postings.terms:
         return empty
+    total_chunks = collection.chunks if collection is not None else postings.chunks
+    total_tokens = collection.tokens if collection is not None else postings.tokens
     ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in postings.terms.values()]))
     known_ids, known_lengths = postings.lengths
     # a chunk deleted between the two reads has no length: it is left out rather than guessed
@@ -112,11 +142,12 @@ def bm25_scores(postings: Postings, k1: float, b: float) -> tuple[np.ndarray, np
     if not len(ids):
         return empty
     lengths = known_lengths[np.searchsorted(known_ids, ids)].astype(np.float64)
-    average = postings.tokens / postings.chunks if postings.tokens > 0 else 1.0
+    average = total_tokens / total_chunks if total_tokens > 0 else 1.0
     norm = k1 * (1.0 - b + b * lengths / average)
     scores = np.zeros(len(ids))
-    for chunk_ids, counts in postings.terms.values():
-        idf = math.log(1.0 + (postings.chunks - len(chunk_ids) + 0.5) / (len(chunk_ids) + 0.5))
+    for term, (chunk_ids, counts) in postings.terms.items():
+        df = collection.frequencies.get(term, len(chunk_ids)) if collection is not None else len(chunk_ids)
+        idf = math.log(1.0 + (total_chunks - df + 0.5) / (df + 0.5))
         present = np.isin(chunk_ids, ids)
         at = np.searchsorted(ids, chunk_ids[present])
         tf = counts[present].astype(np.float64)
@@ -132,15 +163,17 @@ class Bm25:
         self.analyzer = analyzer or QueryAnalyzer()
 
     def rank(
-        self, query: str, k: int, k1: float, b: float, allowed: np.ndarray | None = None
+        self, query: str, k: int, k1: float, b: float, allowed: np.ndarray | None = None,
+        collection: TermStatistics | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` best (chunk id, score) pairs, best first (ties by chunk id), among ``allowed`` if given.
 
         Every chunk holding a query term is scored, so a search returns ``k`` hits whenever
         ``k`` chunks (among those allowed) hold one of its terms. Statistics are over the
         whole index, filtered or not, so a filter changes which chunks compete, not their scores.
+        ``collection`` replaces this index's statistics with a whole sharded collection's.
         """
-        return self.ranked(self.postings(query), k, k1, b, allowed)
+        return self.ranked(self.postings(query), k, k1, b, allowed, collection)
 
     def postings(self, query: str) -> Postings | None:
         """What ranking ``query`` needs from the store, whatever k1 and b (tuning reads it once)."""
@@ -149,11 +182,12 @@ class Bm25:
 
     @staticmethod
     def ranked(
-        postings: Postings | None, k: int, k1: float, b: float, allowed: np.ndarray | None = None
+        postings: Postings | None, k: int, k1: float, b: float, allowed: np.ndarray | None = None,
+        collection: TermStatistics | None = None,
     ) -> list[tuple[int, float]]:
         if postings is None:
             return []
-        ids, scores = bm25_scores(postings, k1, b)
+        ids, scores = bm25_scores(postings, k1, b, collection)
         if allowed is not None:
             keep = np.isin(ids, allowed)
             ids, scores = ids[keep], scores[keep]

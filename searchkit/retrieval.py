@@ -19,7 +19,7 @@ from searchkit.config import SearchConfig
 from searchkit.embedding import Embedder, encode_queries
 from searchkit.fieldindex import FieldIndex
 from searchkit.filters import Filter
-from searchkit.lexical import Bm25
+from searchkit.lexical import Bm25, TermStatistics
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
 
@@ -149,13 +149,14 @@ class Retriever:
         hybrid_weight: float,
         k1: float = SearchConfig.k1,
         b: float = SearchConfig.b,
+        statistics: Sequence[TermStatistics] | None = None,
     ) -> list[Ranking]:
         if mode is Mode.DENSE:
             return self.dense(queries, k, compiled)
         if mode is Mode.LEXICAL:
-            return self.lexical(queries, k, compiled, k1, b)
+            return self.lexical(queries, k, compiled, k1, b, statistics)
         depth = max(k, HYBRID_CANDIDATES)
-        dense, lexical = self.dense(queries, depth, compiled), self.lexical(queries, depth, compiled, k1, b)
+        dense, lexical = self.dense(queries, depth, compiled), self.lexical(queries, depth, compiled, k1, b, statistics)
         return [fuse(dict(d), dict(l), fusion, hybrid_weight)[:k] for d, l in zip(dense, lexical)]
 
     def dense(self, queries: Sequence[str], k: int, compiled: Filter | None) -> list[Ranking]:
@@ -174,7 +175,13 @@ class Retriever:
 
     def lexical(
         self, queries: Sequence[str], k: int, compiled: Filter | None,
-        k1: float = SearchConfig.k1, b: float = SearchConfig.b,
+        k1: float = SearchConfig.k1, b: float = SearchConfig.b, statistics: Sequence[TermStatistics] | None = None,
     ) -> list[Ranking]:
+        """BM25 rankings; ``statistics`` (one per query) score with a whole sharded collection's numbers."""
         allowed = self.allowed(compiled)
-        return [self.bm25.rank(query, k, k1, b, allowed) for query in queries]
+        collections = statistics if statistics is not None else [None] * len(queries)
+        return [self.bm25.rank(query, k, k1, b, allowed, collection) for query, collection in zip(queries, collections)]
+
+    def term_statistics(self, queries: Sequence[str]) -> list[TermStatistics]:
+        """This index's BM25 statistics for each query's terms, to be summed over the shards of a collection."""
+        return [TermStatistics.of(self.bm25.postings(query)) for query in queries]

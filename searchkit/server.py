@@ -57,6 +57,7 @@ from searchkit.errors import (
     QueryError,
     ReaderError,
     SearchkitError,
+    ShardUnavailableError,
     StoreWriteError,
 )
 from searchkit.filters import Where
@@ -89,6 +90,7 @@ ERROR_STATUS: dict[type[SearchkitError], int] = {
     StoreWriteError: 507,
     IndexCorruptError: 503,
     ReaderError: 503,
+    ShardUnavailableError: 503,
     SearchkitError: 400,
 }
 

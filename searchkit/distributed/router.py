@@ -1,0 +1,346 @@
+"""Searching a sharded collection: fan a query out to every shard, merge, and fuse after the merge.
+
+:class:`ShardedIndex` has the search side of the :class:`~searchkit.index.Index` facade
+(``search``, ``search_batch``, ``search_vectors``, ``ask``, ``get``, ``documents``,
+``info``, ``len``), so ``searchkit serve``'s app, its web page and
+:class:`~searchkit.Client` work on it unchanged. How each mode stays what one unsharded
+index would answer:
+
+- dense: the query is embedded once, here; each shard returns its exact top k, and the
+  top k of their union is the unsharded top k, with the same scores.
+- lexical: BM25 needs collection-wide numbers (chunk count, average length, each term's
+  document frequency). Each shard reports its own for the query's terms, they are summed
+  here, and every shard scores with the sums, so a chunk's score is the one it has in the
+  unsharded index.
+- hybrid: the dense and lexical candidate lists are merged first, then fused exactly as
+  :class:`~searchkit.retrieval.Retriever` fuses them.
+- filters are checked here against the collection's field types and applied in every
+  shard, before ranking.
+
+A shard that does not answer makes the whole search fail with
+:class:`~searchkit.errors.ShardUnavailableError` naming it: never fewer results than asked.
+
+Chunk ids of a shard are its own SQLite keys; a hit's ``chunk_id`` here is
+``local id × shards + shard number``, unique over the collection.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from searchkit.config import IndexConfig
+from searchkit.embedding import Embedder, encode_queries, load_embedder
+from searchkit.errors import QueryError, SearchkitError
+from searchkit.filters import Where, compile_filter, compile_where
+from searchkit.index import QA_CANDIDATES, DocumentPage, Hit, Index, _choice, check_k, check_query
+from searchkit.lexical import TermStatistics
+from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
+from searchkit.retrieval import HYBRID_CANDIDATES, Fusion, Mode, fuse
+from searchkit.state import read_manifest
+from searchkit.store import StoredDocument
+
+from searchkit.distributed.sharding import ShardLayout, shard_of
+
+__all__ = ["ShardSearcher", "ShardClient", "Pending", "LocalShard", "ShardedIndex", "query_embedder"]
+
+
+class _ShardIndex(Index):
+    """One shard's index, whose filters compile against the field types of the whole collection.
+
+    A shard may hold none of the documents with some field; the unsharded index knows the
+    field, so a filter on it is valid and simply matches nothing in this shard.
+    """
+
+    collection_fields: dict[str, frozenset[str]] = {}
+
+    def _condition(self, where: Where | None) -> Any:
+        return compile_filter(where, self.collection_fields) if where else None
+
+
+class ShardSearcher:
+    """One shard, opened where it is served: plain data in, plain data out (so it can run in a Ray replica)."""
+
+    def __init__(self, path: str, field_types: dict[str, list[str]], number: int = 0) -> None:
+        self.path = path
+        self.number = number
+        self.index = _ShardIndex.open(path)
+        self.index.collection_fields = {name: frozenset(kinds) for name, kinds in field_types.items()}
+
+    def summary(self) -> dict[str, Any]:
+        info = self.index.info()
+        return {"path": self.path, "number": self.number, "counts": info["counts"], "config": info["config"],
+                "vector_index": info["vector_index"], "notices": info["notices"], "size_bytes": info["size_bytes"]}
+
+    def dense(self, vectors: np.ndarray, k: int, where: Where | None) -> list[list[Hit]]:
+        return self.index.search_vectors(vectors, k, where=where)
+
+    def term_statistics(self, queries: list[str]) -> list[TermStatistics]:
+        return self.index.term_statistics(queries)
+
+    def lexical(
+        self, queries: list[str], k: int, where: Where | None, statistics: list[TermStatistics]
+    ) -> list[list[Hit]]:
+        return self.index.search_batch(queries, k, where=where, mode=Mode.LEXICAL, statistics=statistics)
+
+    def document(self, doc_id: str) -> StoredDocument | None:
+        return self.index.get(doc_id)
+
+    def documents(self, limit: int, where: Where | None) -> DocumentPage:
+        return self.index.documents(0, limit, where=where)
+
+    def count(self) -> int:
+        return len(self.index)
+
+
+class Pending(Protocol):
+    """A call under way; ``result`` waits for it, raising :class:`ShardUnavailableError` if its shard did not answer."""
+
+    def result(self) -> Any: ...
+
+
+class ShardClient(Protocol):
+    """How the router reaches one shard: ``submit`` starts a call of a :class:`ShardSearcher` method."""
+
+    name: str
+
+    def submit(self, method: str, *args: Any) -> Pending: ...
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class LocalShard:
+    """A shard searched in this process (no Ray): for one machine, tests and benchmarks."""
+
+    def __init__(self, searcher: ShardSearcher) -> None:
+        self.searcher = searcher
+        self.name = f"shard {searcher.number} ({searcher.path})"
+
+    def submit(self, method: str, *args: Any) -> Pending:
+        return _Done(getattr(self.searcher, method)(*args))
+
+
+class ShardedIndex:
+    """A sharded collection searched as one index; see the module docstring.
+
+    ``shards`` are the clients of the layout's shards, in order; ``embedder`` embeds
+    queries (once, for every shard) and is what the question-answering reader uses.
+    """
+
+    lock_timeout = 0.0
+
+    def __init__(self, path: str | Path, layout: ShardLayout, shards: Sequence[ShardClient], embedder: Embedder) -> None:
+        if len(shards) != layout.shards:
+            raise SearchkitError(f"{path} has {layout.shards} shards but {len(shards)} were given")
+        self.path = Path(path)
+        self.layout = layout
+        self.shards = list(shards)
+        self.embedder = embedder
+        self.config: IndexConfig = read_manifest(layout.paths(self.path)[0])
+        self.field_types = {name: frozenset(kinds) for name, kinds in layout.field_types.items()}
+        self._reader: Reader | None = None
+
+    @classmethod
+    def open_local(cls, path: str | Path, *, model: str | Embedder | None = None, precision: str = "auto") -> ShardedIndex:
+        """The shards in ``path`` (made by :func:`~searchkit.distributed.shard_index`), searched in this process."""
+        layout = ShardLayout.read(path)
+        searchers = [ShardSearcher(str(p), layout.field_types, n) for n, p in enumerate(layout.paths(Path(path)))]
+        return cls(path, layout, [LocalShard(s) for s in searchers], query_embedder(searchers[0].index.config, model, precision))
+
+    def close(self) -> None:
+        for shard in self.shards:
+            searcher = getattr(shard, "searcher", None)
+            if searcher is not None:
+                searcher.index.close()
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def notices(self) -> list[str]:
+        return [notice for summary in self._summaries() for notice in summary["notices"]]
+
+    # Fan-out
+
+    def _all(self, method: str, *args: Any) -> list[Any]:
+        """``method`` on every shard at once; the first shard that fails fails the whole call, by name."""
+        pending = [(shard, shard.submit(method, *args)) for shard in self.shards]
+        return [call.result() for _, call in pending]
+
+    def _summaries(self) -> list[dict[str, Any]]:
+        return self._all("summary")
+
+    # Searching
+
+    def search(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
+        return self.search_batch([query], k, **options)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        mode: Mode | str | None = None,
+        fusion: Fusion | str | None = None,
+        hybrid_weight: float | None = None,
+        rerank: str | None = None,
+    ) -> list[list[Hit]]:
+        """As :meth:`searchkit.Index.search_batch`, over every shard."""
+        if rerank not in (None, "qa"):
+            raise QueryError(f"unknown rerank {rerank!r}; use 'qa' or leave it out")
+        if isinstance(queries, str):
+            raise QueryError("search_batch takes a list of queries; use search() for one")
+        queries = [check_query(query) for query in queries]
+        check_k(k)
+        settings = self.config.search
+        hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
+        if not 0.0 <= hybrid_weight <= 1.0:
+            raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
+        mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
+        fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
+        compile_where(where, self.field_types)  # a bad filter is the user's error, said once, before any fan-out
+        if not queries:
+            return []
+        if rerank == "qa":
+            candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
+                                           hybrid_weight=hybrid_weight)
+            read = self.reader.read_batch(list(queries), [[Passage.from_hit(hit) for hit in hits] for hits in candidates])
+            return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
+        if mode is Mode.DENSE:
+            return self._dense(encode_queries(self.embedder, queries), k, where)
+        if mode is Mode.LEXICAL:
+            return self._lexical(queries, k, where)
+        depth = max(k, HYBRID_CANDIDATES)
+        dense = self._dense(encode_queries(self.embedder, queries), depth, where)
+        lexical = self._lexical(queries, depth, where)
+        return [_fused(d, l, fusion, hybrid_weight, k) for d, l in zip(dense, lexical)]
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
+        """Dense search with query vectors you embedded yourself, as :meth:`searchkit.Index.search_vectors`."""
+        check_k(k)
+        compile_where(where, self.field_types)
+        return self._dense(np.asarray(vectors, dtype=np.float32), k, where)
+
+    def _dense(self, vectors: np.ndarray, k: int, where: Where | None) -> list[list[Hit]]:
+        return self._merged(self._all("dense", vectors, k, where), k)
+
+    def _lexical(self, queries: list[str], k: int, where: Where | None) -> list[list[Hit]]:
+        per_shard = self._all("term_statistics", queries)
+        statistics = [sum(column[1:], column[0]) for column in zip(*per_shard)]
+        return self._merged(self._all("lexical", queries, k, where, statistics), k)
+
+    def _merged(self, per_shard: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
+        """Each query's hits over all shards: the best k by score (ties by collection-wide chunk id), ranked anew."""
+        count = len(self.shards)
+        merged = []
+        for shard_hits in zip(*per_shard):
+            hits = [replace(hit, chunk_id=hit.chunk_id * count + number)
+                    for number, hits in enumerate(shard_hits) for hit in hits]
+            best = heapq.nsmallest(k, hits, key=lambda hit: (-hit.score, hit.chunk_id))
+            merged.append([replace(hit, rank=rank) for rank, hit in enumerate(best, start=1)])
+        return merged
+
+    # Answering
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = SentenceReader(self.embedder)
+        return self._reader
+
+    @reader.setter
+    def reader(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def ask(
+        self, question: str, k: int = 5, *, where: Where | None = None, mode: Mode | str | None = None,
+        candidates: int = QA_CANDIDATES,
+    ) -> list[Answer]:
+        """As :meth:`searchkit.Index.ask`, over every shard."""
+        check_k(k)
+        hits = self.search(question, max(k, candidates), where=where, mode=mode)
+        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
+
+    # Inspecting
+
+    def get(self, doc_id: str) -> StoredDocument | None:
+        """The document from the one shard its id hashes to."""
+        shard = self.shards[shard_of(doc_id, len(self.shards))]
+        return shard.submit("document", doc_id).result()
+
+    def documents(self, offset: int = 0, limit: int = 100, *, where: Where | None = None) -> DocumentPage:
+        """A page of the matching documents in id order, merged from every shard's first ``offset + limit``."""
+        for name, value in (("offset", offset), ("limit", limit)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise QueryError(f"{name} must be a non-negative integer, got {value!r}")
+        compile_where(where, self.field_types)
+        pages = self._all("documents", offset + limit, where)
+        merged = heapq.merge(*(page.documents for page in pages), key=lambda document: document.doc_id)
+        listed = list(merged)[offset:offset + limit]
+        return DocumentPage(sum(page.total for page in pages), offset, listed)
+
+    def info(self) -> dict[str, Any]:
+        """The collection's configuration and counts (summed over the shards), and each shard's own."""
+        summaries = self._summaries()
+        counts = {key: sum(s["counts"][key] for s in summaries) for key in ("documents", "chunks", "vectors")}
+        return {
+            "path": str(self.path),
+            "config": self.config.to_dict(),
+            "counts": counts,
+            "vector_index": summaries[0]["vector_index"],
+            "metadata_fields": {name: sorted(kinds) for name, kinds in sorted(self.field_types.items())},
+            "generation": None,
+            "notices": [notice for s in summaries for notice in s["notices"]],
+            "size_bytes": {
+                name: sum(s["size_bytes"].get(name, 0) for s in summaries)
+                for name in sorted({name for s in summaries for name in s["size_bytes"]})
+            },
+            "shards": [{"name": shard.name, "counts": s["counts"]} for shard, s in zip(self.shards, summaries)],
+        }
+
+    def __len__(self) -> int:
+        return sum(self._all("count"))
+
+    # Writing goes to the shards' own indexes, not through the router
+
+    def add(self, *_: Any, **__: Any) -> Any:
+        raise SearchkitError("a sharded collection is searched here, not written; write the source index and shard it again")
+
+    delete = add
+
+
+def _fused(dense: list[Hit], lexical: list[Hit], fusion: Fusion, weight: float, k: int) -> list[Hit]:
+    """The merged dense and lexical candidates fused as one index fuses them; the score is the fused one."""
+    by_id = {hit.chunk_id: hit for hit in lexical} | {hit.chunk_id: hit for hit in dense}
+    ranking = fuse({h.chunk_id: h.score for h in dense}, {h.chunk_id: h.score for h in lexical}, fusion, weight)[:k]
+    return [replace(by_id[chunk_id], rank=rank, score=score) for rank, (chunk_id, score) in enumerate(ranking, start=1)]
+
+
+def query_embedder(config: IndexConfig, model: str | Embedder | None, precision: str) -> Embedder:
+    """The embedder of queries: the one given, else the collection's model, checked against it."""
+    from searchkit.errors import ModelMismatchError
+
+    if isinstance(model, Embedder):
+        embedder = model
+    else:
+        embedder = load_embedder(model or config.model.name, precision=precision, passages=config.model.precision)
+    if not embedder.identity.same_vectors_as(config.model):
+        raise ModelMismatchError(
+            f"the shards were built with {config.model.describe()}, but the model in use is {embedder.identity.describe()}"
+        )
+    return embedder
