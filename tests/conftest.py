@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Tests never read or fill the user's embedding cache.
-os.environ["SEARCHKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="searchkit-test-cache-")
+# Tests never read or fill the user's embedding cache. A test run started by a test (the Ray checks
+# in a network namespace) shares its parent's, so what the suite embedded is not embedded again.
+if not (os.environ.get("SEARCHKIT_KEEP_CACHE_DIR") and os.environ.get("SEARCHKIT_CACHE_DIR")):
+    os.environ["SEARCHKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="searchkit-test-cache-")
 
 from searchkit import Document, Index, SentenceTransformerEmbedder, load_embedder  # noqa: E402
 

@@ -60,10 +60,10 @@ def quiet_ray_data(ray: Any) -> None:
     """No progress bars or per-run banners from Ray Data: the ingest's own bar says how far it is."""
     import logging
 
-    context = ray.data.DataContext.get_current()
+    context = ray.data.DataContext.get_current()  # imported first: importing Ray Data sets its loggers' levels
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @dataclass
