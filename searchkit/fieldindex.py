@@ -187,14 +187,12 @@ class FieldIndex:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Cursor]:
         """A driver cursor in one read transaction: generation, chunks and columns agree."""
-        with self.store.engine.connect() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()
+        with self.store.cursor() as cursor:
             cursor.execute("BEGIN")
             try:
                 yield cursor
             finally:
                 cursor.execute("ROLLBACK")
-                cursor.close()
 
 
 def _field_names(where: Mapping[str, Any]) -> Iterator[str]:
