@@ -21,6 +21,7 @@ import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, literal, not_, or_, select, true
@@ -81,13 +82,17 @@ class Filter:
 
     ``where`` is the Mongo-style structure with CLI conditions already parsed, which the
     in-memory field index (:mod:`searchkit.fieldindex`) evaluates; ``condition`` is the
-    same filter as SQL on ``documents``, the reference semantics and the fallback;
-    ``kinds`` is what the index knew of each field's kinds of value when it was compiled.
+    same filter as SQL on ``documents``, the reference semantics and the fallback, built
+    only when asked for (building the expression costs more than answering the filter
+    from memory); ``kinds`` is what the index knew of each field's kinds of value.
     """
 
     where: Mapping[str, Any]
     kinds: Mapping[str, frozenset[str] | None]
-    condition: ColumnElement[bool]
+
+    @cached_property
+    def condition(self) -> ColumnElement[bool]:
+        return _compile_mapping(self.where, self.kinds)
 
 
 def compile_filter(where: Where | None, known_fields: FieldTypes) -> Filter | None:
@@ -112,7 +117,8 @@ def compile_filter(where: Where | None, known_fields: FieldTypes) -> Filter | No
         )
     if not where:
         return None
-    return Filter(where, known, _compile_mapping(where, known))
+    _compile_mapping(where, known, build=False)  # every error now, before any search
+    return Filter(where, known)
 
 
 def compile_where(where: Where | None, known_fields: FieldTypes) -> ColumnElement[bool] | None:
@@ -139,7 +145,10 @@ def _as_conditions(where: Sequence[Any]) -> list[str]:
     return list(where)
 
 
-def _compile_mapping(where: Mapping[str, Any], known: Mapping[str, frozenset[str] | None]) -> ColumnElement[bool]:
+def _compile_mapping(
+    where: Mapping[str, Any], known: Mapping[str, frozenset[str] | None], build: bool = True
+) -> ColumnElement[bool]:
+    """The SQL condition for a filter; with ``build`` False, only the checks that raise FilterError."""
     clauses: list[ColumnElement[bool]] = []
     for key, value in where.items():
         if not isinstance(key, str):
@@ -147,12 +156,17 @@ def _compile_mapping(where: Mapping[str, Any], known: Mapping[str, frozenset[str
         if key in LOGICAL:
             if not isinstance(value, Sequence) or isinstance(value, str) or not value:
                 raise FilterError(f"{key} takes a non-empty list of filters, got {value!r}")
-            parts = [_compile_mapping(_as_mapping(part, key), known) for part in value]
-            clauses.append(and_(*parts) if key == "$and" else or_(*parts))
+            parts = [_compile_mapping(_as_mapping(part, key), known, build) for part in value]
+            if build:
+                clauses.append(and_(*parts) if key == "$and" else or_(*parts))
         elif key.startswith("$"):
             raise FilterError(f"unknown filter operator {key!r}; use one of {', '.join(sorted(LOGICAL))} at the top level")
         else:
-            clauses.append(_compile_field(key, value, known))
+            clause = _compile_field(key, value, known, build)
+            if build:
+                clauses.append(clause)
+    if not build:
+        return true()
     return and_(*clauses) if len(clauses) > 1 else clauses[0]
 
 
@@ -162,7 +176,9 @@ def _as_mapping(part: Any, operator_name: str) -> Mapping[str, Any]:
     return part
 
 
-def _compile_field(name: str, condition: Any, known: Mapping[str, frozenset[str] | None]) -> ColumnElement[bool]:
+def _compile_field(
+    name: str, condition: Any, known: Mapping[str, frozenset[str] | None], build: bool = True
+) -> ColumnElement[bool]:
     if name not in known:
         raise FilterError(f"unknown filter field {name!r}; the index has these fields: {', '.join(sorted(known))}")
     if not isinstance(condition, Mapping):
@@ -172,6 +188,9 @@ def _compile_field(name: str, condition: Any, known: Mapping[str, frozenset[str]
     kinds = known[name]
     for op, value in condition.items():
         _check_operand(name, op, value, kinds)
+    if not build:
+        return true()
+
     def compare(op: str, value: Any) -> ColumnElement[bool]:
         if name in BUILTIN_FIELDS:
             return _column_compare(BUILTIN_FIELDS[name], op, value)
