@@ -262,13 +262,8 @@ def _singular(kinds: Collection[str]) -> str:
 
 def _column_compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     """A comparison on a text column of ``documents`` (checked: the value is a string or null)."""
-    if op in ("$in", "$nin"):
-        # Nulls in the list match nothing, as on metadata fields; left in, SQL's three-valued
-        # NOT IN would make {"$nin": [None, "a"]} match no document at all.
-        items = [item for item in value if item is not None]
-        if not items:
-            return false() if op == "$in" else true()
-        matches = column.in_(items)
+    if op in ("$in", "$nin"):  # the list holds no null (see _with_null_items)
+        matches = column.in_(list(value))
         return matches if op == "$in" else or_(column.is_(None), not_(matches))
     if value is None and op in ("$eq", "$ne"):
         return column.is_(None) if op == "$eq" else column.is_not(None)
