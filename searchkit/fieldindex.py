@@ -19,6 +19,7 @@ random filters and metadata. What cannot be compared exactly in float64 (integer
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 import sqlite3
 import threading
@@ -187,12 +188,9 @@ class FieldIndex:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Cursor]:
         """A driver cursor in one read transaction: generation, chunks and columns agree."""
-        with self.store.cursor() as cursor:
-            cursor.execute("BEGIN")
-            try:
-                yield cursor
-            finally:
-                cursor.execute("ROLLBACK")
+        with self.store.cursor(shared=False) as cursor:
+            cursor.execute("BEGIN")  # ended by Store.cursor
+            yield cursor
 
 
 def _field_names(where: Mapping[str, Any]) -> Iterator[str]:
@@ -254,10 +252,14 @@ def _read_generation(cursor: sqlite3.Cursor) -> int:
 
 
 def _read_chunks(cursor: sqlite3.Cursor, generation: int) -> _Snapshot:
-    rows = cursor.execute(_CHUNKS).fetchall()
-    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    pairs = _int_pairs(cursor.execute(_CHUNKS).fetchall())
     doc_pks, starts = np.unique(pairs[:, 0], return_index=True)
     return _Snapshot(generation, doc_pks, pairs[:, 1].copy(), np.append(starts, len(pairs)).astype(np.int64))
+
+
+def _int_pairs(rows: list[tuple[int, int]]) -> np.ndarray:
+    """Rows of two integers as an (n, 2) array, several times faster than ``np.array(rows)`` at a million rows."""
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
 
 
 def _read_column(cursor: sqlite3.Cursor, snapshot: _Snapshot, name: str) -> _Column:
@@ -269,7 +271,7 @@ def _read_column(cursor: sqlite3.Cursor, snapshot: _Snapshot, name: str) -> _Col
         return column
     row = cursor.execute(_FIELD_TYPES, (name,)).fetchone()
     kinds = set(row[0].split(",")) if row and row[0] else set()
-    integers = np.array(cursor.execute(_VALUES, (name, "integer")).fetchall(), dtype=np.int64).reshape(-1, 2)
+    integers = _int_pairs(cursor.execute(_VALUES, (name, "integer")).fetchall())
     reals = cursor.execute(_VALUES, (name, "real")).fetchall()
     strings = cursor.execute(_VALUES, (name, "text")).fetchall()
     # SQLite holds booleans as the integers 0 and 1; the field registry says which they are,
