@@ -28,6 +28,8 @@ EXACT_SUBSET_MIN = 20_000
 SMALL_BATCH = 8
 # How far an approximate search widens (nprobe, efSearch) to fill rows short of k hits.
 MAX_WIDENING = 256
+# The most a filter widens an approximate search from the start.
+FILTER_WIDENING = 16
 
 # Given chunk ids, their stored (ids, full vectors): for backends that keep only codes.
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -187,8 +189,13 @@ class VectorBackend(ABC):
         width = max(1, min(k, int(self.index.ntotal)))
         expected = min(width, len(self) if allowed is None else len(allowed))
         selector, _parts = self._selector(allowed)
-        scores, ids = self.index.search(queries, width, params=self._params(selector, k, 1))
         widening = 1
+        if allowed is not None and not self.exact and len(allowed):
+            # A filter passing one vector in n leaves about 1/n of what nprobe or efSearch
+            # reaches: start that much wider (measured at 200k, HNSW32 with a 10% filter:
+            # recall 0.955 at efSearch 128).
+            widening = min(FILTER_WIDENING, max(1, round(len(self) / len(allowed))))
+        scores, ids = self.index.search(queries, width, params=self._params(selector, k, widening))
         while not self.exact:
             short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
             if not len(short):
