@@ -19,18 +19,19 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'searchkit[ray]'")
 
+from searchkit.distributed.runtime import in_loopback_namespace  # noqa: E402
+
 CHECKS_FILE = Path(__file__).with_name("ray_cluster_checks.py")
 CHECKS = [node.name for node in ast.parse(CHECKS_FILE.read_text()).body
           if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 # The whole run, cluster start included; it takes about a minute on a quiet 2-core machine.
 TIMEOUT_S = 600
-ISOLATE = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider -p no:randomly --junitxml="$1" "$2"'
 
 
 def _namespaces_work() -> bool:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return False
-    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"], capture_output=True)
+    probe = subprocess.run(in_loopback_namespace(["true"]), capture_output=True)
     return probe.returncode == 0
 
 
@@ -43,7 +44,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CHECKS_FILE.parents[1]), os.environ.get("PYTHONPATH")])),
                SEARCHKIT_KEEP_CACHE_DIR="1", RAY_USAGE_STATS_ENABLED="0")
     run = subprocess.run(
-        ["unshare", "-rn", "sh", "-c", ISOLATE, sys.executable, str(report), str(CHECKS_FILE)],
+        in_loopback_namespace([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", str(CHECKS_FILE)]),
         cwd=CHECKS_FILE.parents[1], env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
     )
     if not report.is_file():

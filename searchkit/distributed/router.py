@@ -176,10 +176,13 @@ class ShardedIndex:
 
     # Fan-out
 
+    def _submit(self, method: str, *args: Any) -> list[Pending]:
+        """``method`` started on every shard at once."""
+        return [shard.submit(method, *args) for shard in self.shards]
+
     def _all(self, method: str, *args: Any) -> list[Any]:
-        """``method`` on every shard at once; the first shard that fails fails the whole call, by name."""
-        pending = [(shard, shard.submit(method, *args)) for shard in self.shards]
-        return [call.result() for _, call in pending]
+        """``method``'s answer from every shard; the first shard that fails fails the whole call, by name."""
+        return [call.result() for call in self._submit(method, *args)]
 
     def _summaries(self) -> list[dict[str, Any]]:
         return self._all("summary")
@@ -226,9 +229,10 @@ class ShardedIndex:
         if mode is Mode.LEXICAL:
             return self._lexical(queries, k, where)
         depth = max(k, HYBRID_CANDIDATES)
-        dense = self._dense(encode_queries(self.embedder, queries), depth, where)
+        dense = self._submit("dense", encode_queries(self.embedder, queries), depth, where)  # under way meanwhile
         lexical = self._lexical(queries, depth, where)
-        return [_fused(d, l, fusion, hybrid_weight, k) for d, l in zip(dense, lexical)]
+        merged = self._merged([call.result() for call in dense], depth)
+        return [_fused(d, l, fusion, hybrid_weight, k) for d, l in zip(merged, lexical)]
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself, as :meth:`searchkit.Index.search_vectors`."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from searchkit.errors import ConfigError
 
-__all__ = ["connect", "require_ray"]
+__all__ = ["connect", "require_ray", "in_loopback_namespace"]
 
 
 def require_ray() -> Any:
@@ -39,3 +39,14 @@ def connect(address: str = "auto") -> Any:
             "prints it) or 'auto' for a local runtime"
         ) from exc
     return ray
+
+
+def in_loopback_namespace(command: list[str]) -> list[str]:
+    """``command`` run in a private network namespace whose only interface is loopback, brought up.
+
+    On one machine, a Ray cluster registers its nodes under the machine's network address
+    even when told 127.0.0.1; in such a namespace (``unshare -rn``, no root needed where
+    user namespaces are allowed) that address is 127.0.0.1 and nothing leaves the
+    machine. Tests and benchmarks run their clusters this way.
+    """
+    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
