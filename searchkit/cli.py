@@ -245,18 +245,18 @@ def index_command(
         str | None,
         typer.Option(
             "--ray", metavar="auto|ADDRESS",
-            help="Embed on a Ray cluster (pip install 'searchkit[ray]'): 'auto' starts a local Ray runtime, "
-            "an address (head:6379) joins a cluster; reading, chunking and writing stay here.",
+            help="Embed on a Ray cluster (pip install 'searchkit[ray]'): an address (head:6379) joins a cluster, 'auto' "
+            "joins $RAY_ADDRESS or this machine's cluster, else starts a local Ray runtime; reading, chunking and writing stay here.",
         ),
     ] = None,
     ray_actors: Annotated[
         int | None,
-        typer.Option(min=1, help="Embedding actors on the cluster, with --ray [default: one per GPU, else one per 2 CPUs]."),
+        typer.Option(min=1, help="Embedding workers (one model each) on the cluster, with --ray [default: one per GPU, else one per 2 CPUs]."),
     ] = None,
-    ray_batch_size: Annotated[int, typer.Option(min=1, help="Texts per Ray Data batch an actor embeds, with --ray.")] = 64,
+    ray_batch_size: Annotated[int, typer.Option(min=1, help="Texts per Ray Data batch a worker embeds, with --ray.")] = 64,
     ray_gpus: Annotated[
         float | None,
-        typer.Option(min=0, help="GPUs each embedding actor holds, with --ray [default: 1 if the cluster has GPUs, else 0]."),
+        typer.Option(min=0, help="GPUs each embedding worker holds, with --ray [default: 1 if the cluster has GPUs, else 0]."),
     ] = None,
 ) -> None:
     """Add documents to an index (created if needed); unchanged documents are skipped.
@@ -941,7 +941,7 @@ def serve_command(
         str | None,
         typer.Option(
             "--ray", metavar="auto|ADDRESS",
-            help="With --shards: serve each shard on Ray Serve ('auto': a local Ray runtime; an address joins a cluster) "
+            help="With --shards: serve each shard on Ray Serve (an address joins a cluster; 'auto' as for index --ray) "
             "[default: every shard in this process].",
         ),
     ] = None,

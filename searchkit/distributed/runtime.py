@@ -19,11 +19,12 @@ def require_ray() -> Any:
 
 
 def connect(address: str = "auto") -> Any:
-    """Join the Ray cluster at ``address`` (``host:port`` or ``ray://host:port``), or with ``auto`` start a local runtime.
+    """Join the Ray cluster at ``address`` (``host:port`` or ``ray://host:port``); ``auto`` finds or starts one.
 
-    ``auto`` joins the cluster named by ``RAY_ADDRESS`` when it is set. A process that is
-    already connected stays connected. The worker processes import searchkit themselves,
-    so every node needs it installed (the same version as here).
+    ``auto`` joins the cluster named by ``RAY_ADDRESS``, else one started on this machine
+    with ``ray start``, else starts a local Ray runtime for this process. A process that
+    is already connected stays connected. The worker processes import searchkit
+    themselves, so every node needs it installed (the same version as here).
     """
     ray = require_ray()
     if ray.is_initialized():
