@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from searchkit.document import Document
 from searchkit.errors import FilterError
+from searchkit import fieldindex
 from searchkit.fieldindex import FieldIndex
 from searchkit.filters import Filter, compile_filter
 from searchkit.store import Store, StoredChunk
@@ -112,9 +113,12 @@ documents = st.lists(
 ).map(lambda docs: SEEDS + docs)
 
 
+@pytest.mark.parametrize("few", [0.0, 1.0], ids=["masks", "positions"])
 @EXAMPLES
 @given(docs=documents, wheres=st.lists(filters, min_size=1, max_size=6))
-def test_memory_and_sql_give_the_same_chunks(new_store, docs: list, wheres: list[dict]) -> None:
+def test_memory_and_sql_give_the_same_chunks(new_store, monkeypatch, few: float, docs: list, wheres: list[dict]) -> None:
+    """Both representations of a partial match (a mask, sorted positions) give SQL's answer."""
+    monkeypatch.setattr(fieldindex, "_FEW", few)
     store = new_store()
     write(store, [(f"d{i}", title, meta, count) for i, (title, meta, count) in enumerate(docs)])
     fields = FieldIndex(store)
