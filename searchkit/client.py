@@ -33,6 +33,7 @@ from searchkit.errors import (
     QueryError,
     ReaderError,
     SearchkitError,
+    ShardUnavailableError,
     StoreWriteError,
 )
 from searchkit.filters import Where
@@ -51,7 +52,7 @@ ADD_BATCH = 256
 _ERRORS: dict[str, type[SearchkitError]] = {
     cls.__name__: cls
     for cls in (QueryError, FilterError, ConfigError, IndexLockedError, IndexNotFoundError, IndexCorruptError,
-                StoreWriteError, ReaderError, SearchkitError)
+                StoreWriteError, ReaderError, ShardUnavailableError, SearchkitError)
 } | {"validation": QueryError}
 
 

@@ -4,12 +4,17 @@ Not collected on its own (the name does not start with ``test_``): Ray registers
 under the machine's network address unless the only interface is loopback, so the
 runner re-executes pytest on this file under ``unshare -rn`` (only 127.0.0.1 exists,
 nothing leaves the machine). One cluster serves the whole module; checks run in file
-order, and the last one takes a shard down.
+order: one takes a shard down, and the last deploys the shards again from the command line.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +27,7 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from searchkit import CachedEmbedder, Client, FilterError, Index, ServerError, load_beir  # noqa: E402
+from searchkit import CachedEmbedder, Client, FilterError, Index, ServerError, ShardUnavailableError, load_beir  # noqa: E402
 from searchkit.cli import app  # noqa: E402
 from searchkit.distributed.router import ShardedIndex  # noqa: E402
 from searchkit.distributed.serving import open_on_ray  # noqa: E402
@@ -175,6 +180,35 @@ def test_a_shard_that_is_down_is_an_error_naming_it(client: Client) -> None:
     from ray import serve
 
     serve.delete("searchkit-shard-01")
-    with pytest.raises(ServerError) as down:
+    with pytest.raises(ShardUnavailableError) as down:  # the server's 503, raised by the Client as the library's error
         client.search("what is a supernova", 5)
-    assert down.value.status == 503 and "shard 1" in str(down.value) and "searchkit-shard-01" in str(down.value)
+    assert "shard 1" in str(down.value) and "searchkit-shard-01" in str(down.value)
+
+
+def test_searchkit_serve_shards_on_ray_in_its_own_process(cluster: Cluster, served: ShardedIndex, demo: Index) -> None:
+    """The real command joins the cluster, deploys the shards again (the one taken down included) and answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "searchkit.cli", "serve", "--shards", str(served.path), "--ray", cluster.address,
+               "--replicas", "2", "--replica-cpus", "0", "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 150
+        with Client(f"http://127.0.0.1:{port}", timeout=30) as http:
+            while True:
+                assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+                try:
+                    http.health()
+                    break
+                except ServerError:
+                    assert time.monotonic() < deadline, "searchkit serve --shards --ray did not start within 150 s"
+                    time.sleep(0.5)
+            query = "what is a supernova"
+            assert [h.doc_id for h in http.search(query, 5)] == [h.doc_id for h in demo.search(query, 5)]
+            assert [s["counts"]["documents"] for s in http.info()["shards"]] == [
+                s["counts"]["documents"] for s in served.info()["shards"]
+            ]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
