@@ -302,6 +302,7 @@ class Store:
             if create:  # the full-text index and derived tables are made by the migration
                 self.migrate()
         except (DatabaseError, sqlite3.DatabaseError) as exc:
+            _translate_error(path, getattr(exc, "orig", None) or exc)  # a damaged file or a full disk, said as such
             raise IndexCorruptError(
                 f"{path} is not a readable searchkit store ({getattr(exc, 'orig', exc)}); it is the index's source of truth and "
                 "cannot be derived: restore it from a backup, or build a new index from your documents"
