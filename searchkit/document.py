@@ -77,14 +77,20 @@ class Document:
 
     @property
     def content_hash(self) -> str:
-        """Hash of what gets embedded (title and text); metadata changes need no re-embedding."""
+        """Hash of what gets embedded (title and text); metadata changes need no re-embedding.
+
+        The first 128 bits of the SHA-256, as 32 hex digits: enough to tell versions of a
+        document apart, and what the store keeps (as 16 bytes).
+        """
         digest = hashlib.sha256()
         digest.update(self.title.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
         digest.update(self.text.encode("utf-8", "surrogatepass"))
-        return digest.hexdigest()
+        return digest.hexdigest()[:32]
 
     def metadata_json(self) -> str:
+        if not self.metadata:  # most documents of a large add: skip the encoder
+            return "{}"
         return json.dumps(dict(self.metadata), sort_keys=True, ensure_ascii=False)
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     text,
     update,
@@ -65,12 +66,16 @@ documents = Table(
     Column("doc_id", String, nullable=False, unique=True),
     Column("title", Text, nullable=False, default=""),
     Column("text", Text, nullable=False),
-    Column("content_hash", String(64), nullable=False),
+    # The first 16 bytes of the SHA-256 of title and text (Document.content_hash): enough to
+    # tell a document's versions apart, in a quarter of the space of 64 hex characters.
+    Column("content_hash", LargeBinary, nullable=False),
     Column("meta", Text, nullable=False, default="{}"),
     Column("origin", Text, nullable=False, default=""),
     # The stable key of the file a document was read from, so an ingest can prune
-    # documents whose file or record is gone; "" for documents given in Python.
-    Column("source", Text, nullable=False, default="", index=True),
+    # documents whose file or record is gone; "" for documents given in Python, which its
+    # index leaves out (prunes look up only non-empty sources).
+    Column("source", Text, nullable=False, default=""),
+    Index("ix_documents_source", "source", sqlite_where=text("source != ''")),
     sqlite_autoincrement=True,
 )
 
@@ -134,14 +139,16 @@ class _AnyValue(UserDefinedType):
 
 # Metadata again, one row per (document, field), indexed by (field, value): a filter is an
 # index range scan here instead of a JSON scan of every document (0.1% of a million
-# documents is found in milliseconds).
+# documents is found in milliseconds). Keyed by (document, field) without a rowid, the
+# table is itself the index a document's rows are found (and deleted) by.
 field_values = Table(
     "field_values",
     _schema,
-    Column("document_pk", Integer, ForeignKey("documents.pk", ondelete="CASCADE"), nullable=False, index=True),
-    Column("name", String, nullable=False),
+    Column("document_pk", Integer, ForeignKey("documents.pk", ondelete="CASCADE"), primary_key=True),
+    Column("name", String, primary_key=True),
     Column("value", _AnyValue()),
-    Index("field_values_lookup", "name", "value", "document_pk"),
+    Index("field_values_lookup", "name", "value"),
+    sqlite_with_rowid=False,
 )
 _FIELD_VALUES_FILL = (
     "INSERT INTO field_values (document_pk, name, value) "
@@ -168,16 +175,17 @@ _FTS_INSTANCES_CREATE = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts_instances
 _FTS_POSTINGS = "SELECT doc, count(*) FROM chunks_fts_instances WHERE term = ? GROUP BY doc ORDER BY doc"
 _FTS_LENGTHS = "SELECT id, sz FROM chunks_fts_docsize WHERE id IN ({})"
 _FTS_TOTALS = "SELECT block FROM chunks_fts_data WHERE id = 1"
-# A chunk's text read in SQL, so only the span leaves SQLite. SQLite's text functions stop at
-# a NUL character; a span that comes back short is cut from the whole text in Python instead.
 _DOCUMENT_INSERT = (
     "INSERT INTO documents (pk, doc_id, title, text, content_hash, meta, origin, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_DOCUMENT_STATES = "SELECT doc_id, pk, content_hash, meta, source FROM documents WHERE doc_id IN ({})"
 _CHUNK_INSERT = 'INSERT INTO chunks (id, document_pk, ordinal, start, "end", embedding) VALUES (?, ?, ?, ?, ?, ?)'
 _FIELD_VALUE_INSERT = "INSERT INTO field_values (document_pk, name, value) VALUES (?, ?, ?)"
+# A chunk's text read in SQL, so only the span leaves SQLite. SQLite's text functions stop at
+# a NUL character; a span that comes back short is cut from the whole text in Python instead.
 _CHUNK_TEXT = func.substr(documents.c.text, chunks.c.start + 1, chunks.c.end - chunks.c.start)
-# Pages of chunks read by the migration to the text-once layout.
-_MIGRATION_PAGE = 20_000
+# Chunks read at a time by the migration to the text-once layout.
+_MIGRATION_PAGE = 2_000
 _CHUNK_ROWS = (
     'SELECT c.id, d.doc_id, d.title, substr(d.text, c.start + 1, c."end" - c.start), c.start, c."end", d.meta, d.pk '
     "FROM chunks AS c JOIN documents AS d ON c.document_pk = d.pk WHERE c.id IN ({})"
@@ -231,6 +239,10 @@ class DocumentState:
     meta: str
     source: str = ""
 
+
+# The layout this searchkit writes, kept in SQLite's user_version: 0 for every store before
+# text was stored once (and content hashes, the source index and field values compacted).
+LAYOUT_VERSION = 1
 
 # Pages of 16 KiB: a chunk row is mostly its 1.5 KiB embedding (384 float32s), and 4 KiB pages
 # hold only two such rows (a quarter of the page unused) where 16 KiB pages hold ten. Only a
@@ -308,43 +320,54 @@ class Store:
                 "cannot be derived: restore it from a backup, or build a new index from your documents"
             ) from exc
 
-    def _read_layout(self) -> tuple[set[str], set[str], set[str], set[str]]:
-        """(tables, columns of fields, columns of documents, columns of chunks): what :meth:`migrate` looks at."""
+    def _read_layout(self) -> tuple[set[str], set[str], set[str], set[str], int]:
+        """(tables, columns of fields, columns of documents, columns of chunks, layout version):
+        what :meth:`migrate` looks at."""
         with self.engine.connect() as conn:
             existing = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars())
             columns = {
                 name: {row[1] for row in conn.execute(text(f"PRAGMA table_info({name})"))}
                 for name in ("fields", "documents", "chunks")
             }
-        return existing, columns["fields"], columns["documents"], columns["chunks"]
+            version = int(conn.execute(text("PRAGMA user_version")).scalar_one())
+        return existing, columns["fields"], columns["documents"], columns["chunks"], version
 
     @property
     def needs_migration(self) -> bool:
-        """True when the store was written by an older searchkit: it lacks tables or columns, or
-        keeps chunk text of its own (the layout before text was stored once)."""
-        existing, field_columns, document_columns, chunk_columns = self._layout
+        """True when the store was written by an older searchkit (an older layout version) or lacks
+        tables or columns."""
+        existing, field_columns, document_columns, chunk_columns, version = self._layout
         return not (
-            {"chunks_fts", "chunks_fts_instances", "field_values"} <= existing
+            version >= LAYOUT_VERSION and {"chunks_fts", "chunks_fts_instances", "field_values"} <= existing
             and "types" in field_columns and "source" in document_columns and "text" not in chunk_columns
         )
 
     def migrate(self) -> None:
         """Bring an older store to the current layout, in one transaction: create and fill the derived
         tables (full-text index, field values) and columns (field types, document sources) it lacks,
-        and store text once (see :meth:`_store_text_once`). The caller holds the index's write lock."""
+        store text once (see :meth:`_store_text_once`), and compact what layout 0 kept wide (content
+        hashes, the source index, field values). The caller holds the index's write lock."""
         if not self.needs_migration:
             return
-        existing, field_columns, document_columns, chunk_columns = self._layout
+        existing, field_columns, document_columns, chunk_columns, version = self._layout
         with self.engine.begin() as conn:
-            _begin_writing(conn)  # the schema changes too: a reader sees the old layout or the new, never a mix
+            raw = _begin_writing(conn)  # the schema changes too: a reader sees the old layout or the new, never a mix
             if "source" not in document_columns:
                 conn.execute(text("ALTER TABLE documents ADD COLUMN source TEXT NOT NULL DEFAULT ''"))
-                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_documents_source ON documents (source)"))
+            if version < 1:
+                conn.execute(text("DROP INDEX IF EXISTS ix_documents_source"))
+                _index(documents, "ix_documents_source").create(conn)
+                raw.executemany(
+                    "UPDATE documents SET content_hash = ? WHERE pk = ?",
+                    ((bytes.fromhex(digest[:32]), pk) for pk, digest in raw.execute(
+                        "SELECT pk, content_hash FROM documents WHERE typeof(content_hash) = 'text'").fetchall()),
+                )
             if "chunks_fts" not in existing or "text" in chunk_columns:
                 self._store_text_once(conn, "text" in chunk_columns)
             elif "chunks_fts_instances" not in existing:
                 conn.execute(text(_FTS_INSTANCES_CREATE))
-            if "field_values" not in existing:
+            if "field_values" not in existing or version < 1:
+                conn.execute(text("DROP TABLE IF EXISTS field_values"))  # derived from documents.meta
                 field_values.create(conn)
                 conn.execute(text(_FIELD_VALUES_FILL))
             if "types" not in field_columns:
@@ -353,6 +376,7 @@ class Store:
                 for name, kind in conn.execute(text(_FIELD_TYPES_FILL)):
                     found.setdefault(name, set()).add(kind)
                 self._merge_field_types(conn, found)
+            raw.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
         self._layout = self._read_layout()
 
     def _store_text_once(self, conn: Any, chunks_hold_text: bool) -> None:
@@ -367,24 +391,22 @@ class Store:
         conn.execute(text("DROP TABLE IF EXISTS chunks_fts_instances"))
         conn.execute(text("DROP TABLE IF EXISTS chunks_fts"))
         conn.execute(text(_FTS_CREATE))
-        own_text = ", c.text" if chunks_hold_text else ""
-        cursor = raw.execute(
-            f"SELECT c.id, d.title, d.text, c.start, c.\"end\"{own_text} FROM chunks AS c "
-            "JOIN documents AS d ON c.document_pk = d.pk ORDER BY d.pk, c.id"
+        own_text = [literal_column("chunks.text").label("own_text")] if chunks_hold_text else []
+        result = conn.execute(
+            select(chunks.c.id, documents.c.title, _CHUNK_TEXT.label("text"), chunks.c.start, chunks.c.end,
+                   documents.c.pk, *own_text)
+            .join(documents, chunks.c.document_pk == documents.c.pk).order_by(chunks.c.id)
         )
-        while rows := cursor.fetchmany(_MIGRATION_PAGE):
-            bodies = []
-            for row in rows:
-                derived = row[2][row[3]:row[4]]
-                if chunks_hold_text and row[5] != derived:
+        while rows := result.fetchmany(_MIGRATION_PAGE):
+            derived = _exact_texts(conn, rows)
+            for row, chunk_text in zip(rows, derived):
+                if chunks_hold_text and row.own_text != chunk_text:
                     raise IndexCorruptError(
-                        f"{self.path}: chunk {row[0]} holds text that is not its span [{row[3]}, {row[4]}) of its "
+                        f"{self.path}: chunk {row.id} holds text that is not its span [{row.start}, {row.end}) of its "
                         "document, so this store cannot be brought to the current layout; build a new index "
                         "from your documents"
                     )
-                bodies.append((row[0], embedding_input(row[1], derived)))
-            raw.executemany(_FTS_INSERT, bodies)
-        cursor.close()
+            raw.executemany(_FTS_INSERT, ((row.id, embedding_input(row.title, t)) for row, t in zip(rows, derived)))
         conn.execute(text(_FTS_INSTANCES_CREATE))
         if chunks_hold_text:
             conn.execute(text("ALTER TABLE chunks DROP COLUMN text"))
@@ -457,15 +479,11 @@ class Store:
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocumentState]:
         found: dict[str, DocumentState] = {}
-        with self.engine.connect() as conn:
+        with self.cursor() as cursor:  # this runs before every batch written
             for batch in _batches(list(doc_ids), 500):
-                rows = conn.execute(
-                    select(documents.c.doc_id, documents.c.pk, documents.c.content_hash, documents.c.meta,
-                           documents.c.source)
-                    .where(documents.c.doc_id.in_(batch))
-                )
+                rows = cursor.execute(_DOCUMENT_STATES.format(",".join("?" * len(batch))), batch)
                 for doc_id, pk, content_hash, meta, source in rows:
-                    found[doc_id] = DocumentState(pk, content_hash, meta, source)
+                    found[doc_id] = DocumentState(pk, content_hash.hex(), meta, source)
         return found
 
     def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
@@ -560,7 +578,9 @@ class Store:
                     under = (documents.c.source != "") & ~documents.c.source.startswith("/")
                 else:
                     under = documents.c.source.startswith(prefix, autoescape=True)
-                query = select(documents.c.doc_id, documents.c.source).where((documents.c.source == key) | under)
+                # "source != ''" lets SQLite use the index, which leaves out documents without a source
+                query = select(documents.c.doc_id, documents.c.source).where(
+                    (documents.c.source != "") & ((documents.c.source == key) | under))
                 found.update({doc_id: source for doc_id, source in conn.execute(query)})
         return found
 
@@ -613,7 +633,7 @@ class Store:
                 pks = range(first_pk, first_pk + len(new))
                 raw.executemany(
                     _DOCUMENT_INSERT,
-                    [(pk, d.id, d.title, d.text, d.content_hash, d.metadata_json(), d.origin, d.source)
+                    [(pk, d.id, d.title, d.text, bytes.fromhex(d.content_hash), d.metadata_json(), d.origin, d.source)
                      for pk, (d, _, _) in zip(pks, new)],
                 )
                 first_id = _next_key(raw, "chunks")
@@ -648,16 +668,17 @@ class Store:
     @staticmethod
     def _delete_documents(conn: Any, pks: Sequence[int]) -> np.ndarray:
         removed: list[int] = []
+        bodies = (
+            select(chunks.c.id, documents.c.title, _CHUNK_TEXT.label("text"), chunks.c.start, chunks.c.end, documents.c.pk)
+            .join(documents, chunks.c.document_pk == documents.c.pk)
+        )
         for batch in _batches(list(pks), 500):
-            whole = _whole_texts(conn, batch)
-            titles = dict(conn.execute(select(documents.c.pk, documents.c.title).where(documents.c.pk.in_(batch))).all())
-            spans = conn.execute(
-                select(chunks.c.id, chunks.c.document_pk, chunks.c.start, chunks.c.end).where(chunks.c.document_pk.in_(batch))
-            ).all()
-            conn.connection.dbapi_connection.executemany(
-                _FTS_DELETE, ((i, embedding_input(titles[pk], whole[pk][start:end])) for i, pk, start, end in spans)
-            )
-            chunk_ids = [i for i, _, _, _ in spans]
+            chunk_ids = conn.execute(select(chunks.c.id).where(chunks.c.document_pk.in_(batch))).scalars().all()
+            for ids in _batches(list(chunk_ids), 500):  # a few hundred chunk texts in memory at a time
+                found = conn.execute(bodies.where(chunks.c.id.in_(ids))).all()
+                conn.connection.dbapi_connection.executemany(
+                    _FTS_DELETE, ((row.id, embedding_input(row.title, chunk_text)) for row, chunk_text in zip(found, _exact_texts(conn, found)))
+                )
             removed.extend(chunk_ids)
             conn.execute(delete(chunks).where(chunks.c.document_pk.in_(batch)))
             conn.execute(delete(documents).where(documents.c.pk.in_(batch)))
@@ -724,11 +745,19 @@ def _parsed_metadata(meta: str) -> dict[str, Any]:
     return json.loads(meta)
 
 
-def _whole_texts(conn: Any, pks: Sequence[int]) -> dict[int, str]:
-    """{document key: its whole text}, for cutting chunks in Python where SQL cannot."""
-    if not pks:
-        return {}
-    return dict(conn.execute(select(documents.c.pk, documents.c.text).where(documents.c.pk.in_(list(pks)))).all())
+def _index(table_: Table, name: str) -> Index:
+    return next(index for index in table_.indexes if index.name == name)
+
+
+def _exact_texts(conn: Any, rows: Sequence[Any]) -> list[str]:
+    """The chunk texts of ``rows`` (with ``text`` from :data:`_CHUNK_TEXT`, ``start``, ``end``, ``pk``).
+
+    SQLite's substr stops at a NUL character, so a span that came back short is cut again
+    in Python from its document's whole text, read only for those documents.
+    """
+    short = {row.pk for row in rows if len(row.text) != row.end - row.start}
+    whole = dict(conn.execute(select(documents.c.pk, documents.c.text).where(documents.c.pk.in_(short))).all()) if short else {}
+    return [whole[row.pk][row.start:row.end] if row.pk in whole else row.text for row in rows]
 
 
 def _chunks_where(condition: ColumnElement[bool]) -> Select[tuple[int]]:

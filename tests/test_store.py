@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -33,8 +34,9 @@ CORPUS = SMALL_CORPUS + LONG
 CHUNKING = {"max_tokens": 24, "overlap_tokens": 4}
 QUERIES = ["what makes the tides", "café à Paris", "zeppelin quasar", "lactic acid bacteria", "memory safety"]
 
-# The layout before text was stored once, as that version of searchkit wrote it: chunks hold
-# their own text, and the full-text index its own copy of every body.
+# Layout 0, as searchkit wrote it before text was stored once: chunks hold their own text, the
+# full-text index its own copy of every body, content hashes are 64 hex digits, and field values
+# a table with a rowid and two indexes.
 OLD_LAYOUT = [
     "PRAGMA page_size = 4096",
     "PRAGMA journal_mode = WAL",
@@ -63,8 +65,13 @@ def write_old_layout(source: Path, target: Path) -> None:
         for statement in OLD_LAYOUT:
             old.execute(statement)
         old.execute("ATTACH DATABASE ? AS new", (str(source),))
-        for name in ("documents", "fields", "state", "field_values"):
+        for name in ("fields", "state", "field_values"):
             old.execute(f"INSERT INTO main.{name} SELECT * FROM new.{name}")
+        old.executemany(
+            "INSERT INTO main.documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(pk, doc_id, title, text, full_hash(title, text), meta, origin, source) for pk, doc_id, title, text, meta, origin, source
+             in old.execute("SELECT pk, doc_id, title, text, meta, origin, source FROM new.documents")],
+        )
         whole = dict(old.execute("SELECT pk, text FROM new.documents"))
         rows = old.execute('SELECT id, document_pk, ordinal, start, "end", embedding FROM new.chunks').fetchall()
         old.executemany(
@@ -82,6 +89,11 @@ def write_old_layout(source: Path, target: Path) -> None:
         old.commit()
         old.execute("DETACH DATABASE new")
         old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def full_hash(title: str, text: str) -> str:
+    """The content hash layout 0 kept: all 64 hex digits of the SHA-256."""
+    return hashlib.sha256(title.encode("utf-8", "surrogatepass") + b"\x00" + text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def answers(index: Index) -> dict[str, object]:
@@ -110,14 +122,27 @@ def layout(store: Path) -> tuple[set[str], set[str], str]:
     return tables, chunk_columns, fts
 
 
+def compact(store: Path) -> bool:
+    """Whether the store is in the current layout: text once, compact hashes, source index and field values."""
+    tables, chunk_columns, fts = layout(store)
+    with closing(sqlite3.connect(store)) as conn:
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE name IN ('field_values', 'ix_documents_source')"))
+        hashes = {kind for (kind,) in conn.execute("SELECT DISTINCT typeof(content_hash) || length(content_hash) FROM documents")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return (
+        "text" not in chunk_columns and "chunks_fts_content" not in tables and "content = ''" in fts
+        and "WITHOUT ROWID" in sql["field_values"] and "WHERE source != ''" in sql["ix_documents_source"]
+        and hashes <= {"blob16"} and version == 1
+    )
+
+
 @pytest.fixture
 def built(make_index: Callable[..., Index]) -> Index:
     return make_index(CORPUS, chunking=CHUNKING)
 
 
 def test_text_is_stored_once_and_chunks_are_spans_of_their_document(built: Index) -> None:
-    tables, chunk_columns, fts = layout(built.path / "store.sqlite")
-    assert "text" not in chunk_columns and "chunks_fts_content" not in tables and "content = ''" in fts
+    assert compact(built.path / "store.sqlite")
     rows = built.store.chunk_rows(built.store.all_chunk_ids().tolist()).values()
     assert len(rows) > len(CORPUS)  # several chunks per long document
     texts = {d.id: d.text for d in CORPUS}
@@ -157,14 +182,15 @@ def test_a_store_in_the_old_layout_is_migrated_with_identical_answers(built: Ind
     shutil.copytree(built.path, old, ignore=shutil.ignore_patterns("store.sqlite*"))
     write_old_layout(built.path / "store.sqlite", old / "store.sqlite")
     tables, chunk_columns, _ = layout(old / "store.sqlite")
-    assert "text" in chunk_columns and "chunks_fts_content" in tables
+    assert "text" in chunk_columns and "chunks_fts_content" in tables and not compact(old / "store.sqlite")
     assert Store(old / "store.sqlite").needs_migration
 
     migrated = Index.open(old, model=embedder)
-    tables, chunk_columns, fts = layout(old / "store.sqlite")
-    assert "text" not in chunk_columns and "chunks_fts_content" not in tables and "content = ''" in fts
-    assert not migrated.store.needs_migration
+    assert compact(old / "store.sqlite") and not migrated.store.needs_migration
     assert answers(migrated) == before
+    assert [h.doc_id for h in migrated.search("café", k=3, where={"year": {"$gte": 2019}}, mode="lexical")][:1] == ["café"]
+    again = migrated.add(CORPUS)  # the hashes were carried over: nothing is re-embedded
+    assert (again.unchanged, again.added, again.updated) == (len(CORPUS), 0, 0)
 
     # writes after the migration keep the two in step, deletes of migrated chunks included
     reopened = Index.open(built.path, model=embedder)
