@@ -244,15 +244,21 @@ class DocumentState:
 # text was stored once (and content hashes, the source index and field values compacted).
 LAYOUT_VERSION = 1
 
-# Pages of 16 KiB: a chunk row is mostly its 1.5 KiB embedding (384 float32s), and 4 KiB pages
-# hold only two such rows (a quarter of the page unused) where 16 KiB pages hold ten. Only a
-# new file takes it; an existing store keeps the page size it was made with.
+# Pages of 32 KiB: a chunk row is mostly its 1.5 KiB embedding (384 float32s), and 4 KiB pages
+# hold only two such rows (a quarter of the page unused) where 32 KiB pages hold 21 (1.6% unused).
+# Only a new file takes it; an existing store keeps the page size it was made with.
 PAGE_SIZE = 32768
+# The page cache of each connection, at most: SQLite's default of 2 MiB holds 500 pages of 4 KiB
+# but only 62 of 32 KiB, and hits read at random then miss it (10 chunk rows took 0.108 ms
+# against 0.082 with 4 KiB pages; 0.070 with this cache). 16 MiB holds about as many pages
+# as the default did, and is filled only as pages are read.
+CACHE_KIB = 16384
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
+    cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
