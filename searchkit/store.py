@@ -438,12 +438,16 @@ class Store:
         transaction outlives the block, and failures are translated as the engine's are.
         """
         with self._shared_lock if shared else nullcontext():
-            if shared:
-                if self._shared is None:
-                    self._shared = self.engine.raw_connection()
-                connection = self._shared
-            else:
-                connection = self.engine.raw_connection()
+            try:  # opening runs the connection's pragmas, the first reads of the file
+                if shared:
+                    if self._shared is None:
+                        self._shared = self.engine.raw_connection()
+                    connection = self._shared
+                else:
+                    connection = self.engine.raw_connection()
+            except (sqlite3.DatabaseError, DatabaseError) as exc:
+                _translate_error(self.path, getattr(exc, "orig", None) or exc)
+                raise
             cursor = connection.cursor()
             try:
                 yield cursor
