@@ -168,7 +168,7 @@ def test_cli_eval_qa_gold_and_open_domain(squad_file: Path, tmp_path: Path) -> N
 def test_cli_train_reader_writes_a_reader_that_ask_loads(squad_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "reader"
     result = runner.invoke(app, ["train-reader", str(squad_file), "--out", str(out), "--eval-fraction", "0.3",
-                                 "--batch-size", "2", "--json"])
+                                 "--batch-size", "2", "--epochs", "1", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["steps"] >= 1 and (out / "config.json").exists()

@@ -18,6 +18,7 @@ from searchkit.reader import (
     Answer,
     Passage,
     SentenceReader,
+    narrow_to_answer,
     SpanReader,
     decode_spans,
     load_reader,
@@ -189,7 +190,7 @@ def test_split_sentences_keeps_offsets() -> None:
 
 
 def test_sentence_reader_picks_the_answering_sentence(embedder) -> None:
-    reader = SentenceReader(embedder)
+    reader = SentenceReader(embedder, narrow=False)
     passage = Passage("geo", 4, "Places", EIFFEL, offset=200)
     calls = embedder.encode_calls
     [[best, second]] = reader.read("Which is the tallest mountain in Japan?", [passage], top_k=2)
@@ -201,21 +202,49 @@ def test_sentence_reader_picks_the_answering_sentence(embedder) -> None:
     assert best.no_answer_score is None
     [[paris]] = reader.read("Where is the Eiffel Tower?", [passage])
     assert paris.answer == "The Eiffel Tower is in Paris."
+    phrase, notice = load_reader("phrase", embedder)
+    assert notice is None and phrase.name == "phrase" and reader.name == "sentence"
+    [[narrowed]] = phrase.read("Where is the Eiffel Tower?", [passage])
+    assert narrowed.answer == "Paris" and EIFFEL[narrowed.start - 200:narrowed.end - 200] == "Paris"
+    assert narrowed.score == paris.score  # the sentence's similarity: narrowing never changes the ranking
+
+
+@pytest.mark.parametrize(
+    ("question", "sentence", "answer"),
+    [
+        ("Which is the tallest mountain in Japan?", "Mount Fuji is the highest mountain in Japan.", "Mount Fuji"),
+        ("When did the first Super Bowl take place?", "The first Super Bowl was played on January 15, 1967, in Los "
+         "Angeles.", "played on January 15"),
+        ("Who designed the Eiffel Tower?", "It was designed by Gustave Eiffel's company, in Paris.",
+         "Gustave Eiffel's company"),
+        ("How many moons does Mars have?", "Mars has two small moons, Phobos and Deimos, and 2 of them are tiny.",
+         "2 of them are tiny"),
+        ("Why do leaves change colour?", "Leaves change colour because chlorophyll breaks down.",
+         "Leaves change colour because chlorophyll breaks down."),
+        ("Is the Danube long?", "Is the Danube long?", "Is the Danube long?"),
+    ],
+)
+def test_narrow_to_answer_keeps_the_piece_the_question_asks_for(question: str, sentence: str, answer: str) -> None:
+    text = f"Before. {sentence} After."
+    start, end = narrow_to_answer(question, text, 8, 8 + len(sentence))
+    assert text[start:end] == answer
 
 
 def test_sentence_reader_embeds_each_distinct_text_once(embedder) -> None:
     passage = Passage("geo", 4, "Places", EIFFEL)
     before = embedder.texts_encoded
-    results = SentenceReader(embedder).read_batch(["Where is Fuji?", "How long is the Danube?"], [[passage], [passage]])
+    results = SentenceReader(embedder, narrow=False).read_batch(
+        ["Where is Fuji?", "How long is the Danube?"], [[passage], [passage]]
+    )
     assert embedder.texts_encoded - before == 2 + len(split_sentences(EIFFEL)) == 7
     assert [r[0][0].answer for r in results] == ["Mount Fuji is the highest mountain in Japan.", "Is the Danube long?"]
 
 
 def test_sentence_reader_narrows_long_sentences_to_a_clause(embedder) -> None:
-    [[answer]] = SentenceReader(embedder).read("Where can I buy postcards?", [Passage("m", 0, "", MUSEUM)])
+    [[answer]] = SentenceReader(embedder, narrow=False).read("Where can I buy postcards?", [Passage("m", 0, "", MUSEUM)])
     assert answer.answer == "a gift shop that sells postcards and maps of the city"
     assert MUSEUM[answer.start:answer.end] == answer.answer
-    [[whole]] = SentenceReader(embedder, clause_min_words=100).read("Where can I buy postcards?",
+    [[whole]] = SentenceReader(embedder, clause_min_words=100, narrow=False).read("Where can I buy postcards?",
                                                                     [Passage("m", 0, "", MUSEUM)])
     assert whole.answer == MUSEUM
 
