@@ -1,0 +1,165 @@
+"""Hybrid fusion variants on BEIR indexes, computed from every chunk's dense and BM25 scores.
+
+Today's weighted fusion takes the top 100 chunks of each retriever, min-max scales each list
+and gives a chunk missing from a list that list's lowest score. The variants here give every
+candidate of the union its true score from both retrievers (its cosine from the stored
+embedding; its BM25, 0 where it holds no query term) before scaling, by min-max or z-score, at
+chunk or document level, and try a dense pseudo-relevance feedback (Rocchio on the query
+vector from the top fused chunks). Every chunk's scores are computed in memory, so this runs in
+seconds on a built index; nothing here changes how searchkit ranks.
+
+    .venv/bin/python benchmarks/fusion_variants.py scifact=IDX cranfield=IDX npl=IDX
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from searchkit import Index, load_beir  # noqa: E402
+from searchkit.embedding import encode_queries  # noqa: E402
+from searchkit.lexical import Bm25, bm25_scores  # noqa: E402
+from searchkit.metrics import evaluate_run  # noqa: E402
+from searchkit.retrieval import Fusion, fuse  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+DEPTH = 100
+WEIGHTS = (0.4, 0.5, 0.6)
+
+
+class Scores:
+    """Every judged query's cosine and BM25 (k1 0.9, b 0.4) against every chunk of one index."""
+
+    def __init__(self, index: Index, data_dir: Path) -> None:
+        data = load_beir(data_dir)
+        self.qrels = data.qrels
+        self.qids = [q for q in data.queries if q in data.qrels]
+        parts = list(index.store.embeddings(index.config.model.dimension))
+        ids = np.concatenate([p[0] for p in parts])
+        vectors = np.concatenate([p[1] for p in parts]).astype(np.float32)
+        order = np.argsort(ids)
+        self.ids, self.vectors = ids[order], vectors[order]
+        documents = index.store.chunk_documents(self.ids.tolist())
+        self.doc_of = np.array([documents[int(i)] for i in self.ids])
+        texts = [data.queries[q] for q in self.qids]
+        self.queries = encode_queries(index.embedder, texts).astype(np.float32)
+        self.dense = self.queries @ self.vectors.T
+        self.lexical = np.zeros_like(self.dense)
+        bm25 = Bm25(index.store)
+        for n, text in enumerate(texts):
+            postings = bm25.postings(text)
+            if postings is not None:
+                chunk_ids, scores = bm25_scores(postings, 0.9, 0.4)
+                self.lexical[n, np.searchsorted(self.ids, chunk_ids)] = scores
+
+    def ndcg(self, scores: np.ndarray) -> float:
+        """nDCG@10 of documents ranked by their best chunk's score."""
+        run = {}
+        for n, query_id in enumerate(self.qids):
+            ranked: dict[str, float] = {}
+            for i in np.argsort(-scores[n])[:200]:
+                ranked.setdefault(str(self.doc_of[i]), float(scores[n, i]))
+                if len(ranked) == 10:
+                    break
+            run[query_id] = ranked
+        return evaluate_run(run, {q: self.qrels[q] for q in self.qids}, [10]).mean["ndcg@10"]
+
+    def by_document(self, scores: np.ndarray) -> np.ndarray:
+        """Each chunk given its document's best score: fusion at document level."""
+        out = scores.copy()
+        groups = collections.defaultdict(list)
+        for i, doc in enumerate(self.doc_of):
+            groups[doc].append(i)
+        for members in groups.values():
+            if len(members) > 1:
+                out[:, members] = scores[:, members].max(axis=1, keepdims=True)
+        return out
+
+
+def _min_max(x: np.ndarray) -> np.ndarray:
+    low, high = x.min(), x.max()
+    return np.ones_like(x) if high == low else (x - low) / (high - low)
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    spread = x.std()
+    return np.zeros_like(x) if spread == 0 else (x - x.mean()) / spread
+
+
+def fused(s: Scores, weight: float, scale: str, complete: bool, dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    out = np.full(dense.shape, -1e9)
+    for n in range(len(s.qids)):
+        top_dense = np.argsort(-dense[n])[:DEPTH]
+        matching = np.nonzero(lexical[n])[0]
+        top_lexical = matching[np.argsort(-lexical[n, matching])][:DEPTH]
+        if not complete:  # what searchkit does today
+            ranked = fuse(dict(zip(top_dense.tolist(), dense[n, top_dense].tolist())),
+                          dict(zip(top_lexical.tolist(), lexical[n, top_lexical].tolist())), Fusion.WEIGHTED, weight)
+            for i, score in ranked:
+                out[n, i] = score
+            continue
+        union = np.union1d(top_dense, top_lexical)
+        f = _min_max if scale == "min-max" else _z
+        out[n, union] = weight * f(dense[n, union]) + (1 - weight) * f(lexical[n, union])
+    return out
+
+
+def variants(s: Scores) -> dict[str, float]:
+    results = {"dense": s.ndcg(s.dense), "lexical": s.ndcg(np.where(s.lexical > 0, s.lexical, -1e9))}
+    doc_dense, doc_lexical = s.by_document(s.dense), s.by_document(s.lexical)
+    for w in WEIGHTS:
+        results[f"today (top lists, min-max) w={w}"] = s.ndcg(fused(s, w, "min-max", False, s.dense, s.lexical))
+        for scale in ("min-max", "z"):
+            results[f"complete union, {scale} w={w}"] = s.ndcg(fused(s, w, scale, True, s.dense, s.lexical))
+            results[f"complete union, {scale}, document level w={w}"] = s.ndcg(fused(s, w, scale, True, doc_dense, doc_lexical))
+    base = fused(s, 0.5, "min-max", True, s.dense, s.lexical)
+    for beta in (0.5, 1.0):
+        expanded = s.queries.copy()
+        for n in range(len(s.qids)):
+            expanded[n] += beta * s.vectors[np.argsort(-base[n])[:3]].mean(axis=0)
+        expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
+        dense = expanded @ s.vectors.T
+        results[f"dense PRF beta={beta} (top 3 fused chunks), dense alone"] = s.ndcg(dense)
+        for w in WEIGHTS:
+            results[f"dense PRF beta={beta} + complete union, z w={w}"] = s.ndcg(fused(s, w, "z", True, dense, s.lexical))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("indexes", nargs="+", metavar="NAME=INDEX", help="A BEIR set under ../shared/datasets and its built index.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fusion_variants")
+    args = parser.parse_args()
+    table: dict[str, dict[str, float]] = {}
+    for item in args.indexes:
+        name, _, path = item.partition("=")
+        with Index.open(path) as index:
+            table[name] = variants(Scores(index, DATASETS / name))
+        print(name, json.dumps(table[name], indent=1), flush=True)
+    args.out.with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n")
+    names = list(table)
+    lines = [
+        "# Hybrid fusion variants: nDCG@10 over all judged queries",
+        "",
+        f"`python benchmarks/fusion_variants.py {' '.join(args.indexes)}` (indexes built by `searchkit index`",
+        "with the defaults: bf16 passages, int8 ONNX queries, chunks of 254 word pieces). BM25 k1 0.9, b 0.4; 100",
+        "candidates per retriever. Chosen on the same queries it is scored on: a lead, not a held-out result.",
+        "",
+        "| variant | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key in table[names[0]]:
+        lines.append(f"| {key} | " + " | ".join(f"{table[n][key]:.4f}" for n in names) + " |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
