@@ -115,7 +115,50 @@ def _check_chunking_matches(path: Path, config: IndexConfig, chunking: ChunkingS
         )
 
 
-class Index:
+class Answering:
+    """Question answering over anything that searches: the reader, and :meth:`ask` through ``search``.
+
+    Shared by :class:`Index` and the sharded collection (``searchkit.distributed``), which
+    differ in how they search, not in how answers are read from the hits.
+    """
+
+    embedder: Embedder
+    _reader: Reader | None = None
+    search: Callable[..., list[Hit]]
+
+    @property
+    def reader(self) -> Reader:
+        """The question-answering reader for :meth:`ask` and the QA rerank (default: the sentence reader)."""
+        if self._reader is None:
+            self._reader = SentenceReader(self.embedder)
+        return self._reader
+
+    @reader.setter
+    def reader(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def ask(
+        self,
+        question: str,
+        k: int = 5,
+        *,
+        where: Where | None = None,
+        mode: Mode | str | None = None,
+        candidates: int = QA_CANDIDATES,
+    ) -> list[Answer]:
+        """The ``k`` best answers to ``question`` read from the best ``candidates`` chunks.
+
+        Each chunk's best answer span is scored by combining its reader score with the
+        chunk's retrieval score (both min-max scaled over the candidates), so an answer
+        needs both a passage that matches and a span that answers; ``Answer.score`` is
+        that combined score, in [0, 1].
+        """
+        check_k(k)
+        hits = self.search(question, max(k, candidates), where=where, mode=mode)
+        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
+
+
+class Index(Answering):
     """A searchable collection of documents on disk. Create with :meth:`create`, reopen with :meth:`open`."""
 
     def __init__(self, path: Path, state: IndexState, embedder: Embedder, *, lock_timeout: float = 0) -> None:
@@ -126,7 +169,6 @@ class Index:
         self._retriever = Retriever(
             state.store, embedder, lambda: state.backend, state.config.model.dimension, state.lock, lambda: state.generation
         )
-        self._reader: Reader | None = None
 
     @property
     def config(self) -> IndexConfig:
@@ -474,39 +516,6 @@ class Index:
              for row in [rows[chunk_id]]]
             for ranking in rankings
         ]
-
-    # Answering
-
-    @property
-    def reader(self) -> Reader:
-        """The question-answering reader for :meth:`ask` and the QA rerank (default: the sentence reader)."""
-        if self._reader is None:
-            self._reader = SentenceReader(self.embedder)
-        return self._reader
-
-    @reader.setter
-    def reader(self, reader: Reader) -> None:
-        self._reader = reader
-
-    def ask(
-        self,
-        question: str,
-        k: int = 5,
-        *,
-        where: Where | None = None,
-        mode: Mode | str | None = None,
-        candidates: int = QA_CANDIDATES,
-    ) -> list[Answer]:
-        """The ``k`` best answers to ``question`` read from the best ``candidates`` chunks.
-
-        Each chunk's best answer span is scored by combining its reader score with the
-        chunk's retrieval score (both min-max scaled over the candidates), so an answer
-        needs both a passage that matches and a span that answers; ``Answer.score`` is
-        that combined score, in [0, 1].
-        """
-        check_k(k)
-        hits = self.search(question, max(k, candidates), where=where, mode=mode)
-        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
 
     # Inspecting
 

@@ -38,9 +38,9 @@ from searchkit.config import IndexConfig
 from searchkit.embedding import Embedder, encode_queries, load_embedder
 from searchkit.errors import QueryError, SearchkitError
 from searchkit.filters import Where, compile_filter, compile_where
-from searchkit.index import QA_CANDIDATES, DocumentPage, Hit, Index, _choice, check_k, check_query
+from searchkit.index import QA_CANDIDATES, Answering, DocumentPage, Hit, Index, _choice, check_k, check_query
 from searchkit.lexical import TermStatistics
-from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
+from searchkit.reader import Passage, rerank_hits
 from searchkit.retrieval import HYBRID_CANDIDATES, Fusion, Mode, fuse
 from searchkit.state import read_manifest
 from searchkit.store import StoredDocument
@@ -131,7 +131,7 @@ class LocalShard:
         return _Done(getattr(self.searcher, method)(*args))
 
 
-class ShardedIndex:
+class ShardedIndex(Answering):
     """A sharded collection searched as one index; see the module docstring.
 
     ``shards`` are the clients of the layout's shards, in order; ``embedder`` embeds
@@ -149,7 +149,6 @@ class ShardedIndex:
         self.embedder = embedder
         self.config: IndexConfig = read_manifest(layout.paths(self.path)[0])
         self.field_types = {name: frozenset(kinds) for name, kinds in layout.field_types.items()}
-        self._reader: Reader | None = None
 
     @classmethod
     def open_local(cls, path: str | Path, *, model: str | Embedder | None = None, precision: str = "auto") -> ShardedIndex:
@@ -258,27 +257,6 @@ class ShardedIndex:
             best = heapq.nsmallest(k, hits, key=lambda hit: (-hit.score, hit.chunk_id))
             merged.append([replace(hit, rank=rank) for rank, hit in enumerate(best, start=1)])
         return merged
-
-    # Answering
-
-    @property
-    def reader(self) -> Reader:
-        if self._reader is None:
-            self._reader = SentenceReader(self.embedder)
-        return self._reader
-
-    @reader.setter
-    def reader(self, reader: Reader) -> None:
-        self._reader = reader
-
-    def ask(
-        self, question: str, k: int = 5, *, where: Where | None = None, mode: Mode | str | None = None,
-        candidates: int = QA_CANDIDATES,
-    ) -> list[Answer]:
-        """As :meth:`searchkit.Index.ask`, over every shard."""
-        check_k(k)
-        hits = self.search(question, max(k, candidates), where=where, mode=mode)
-        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
 
     # Inspecting
 
