@@ -443,6 +443,7 @@ class Index(Answering):
         for query in queries:
             check_query(query)
         check_k(k)
+        self._state.refresh()  # first: settings written by another process (searchkit tune) apply to this search
         settings = self.config.search
         hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
         if not 0.0 <= hybrid_weight <= 1.0:
@@ -450,7 +451,6 @@ class Index(Answering):
         mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
         fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
         condition = self._condition(where)
-        self._state.refresh()
         if not queries:
             return []
         if rerank == "qa":

@@ -34,7 +34,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from searchkit.config import IndexConfig, VectorConfig
-from searchkit.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, StoreWriteError
+from searchkit.errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, SearchkitError, StoreWriteError
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend, build, build_problem, empty, kind_of, load, resolve_description
 
@@ -227,6 +227,7 @@ class IndexState:
         # hold this lock (a search never sees a half-applied batch; FAISS is not safe to
         # search while it is being changed).
         self.lock = threading.RLock()
+        self._manifest_seen = self._manifest_stamp()
 
     @property
     def dimension(self) -> int:
@@ -285,6 +286,7 @@ class IndexState:
         difference between the id sets is exactly what to add and remove.
         """
         with self.lock:
+            self._follow_search_settings()
             generation = self.store.generation()
             if generation == self.generation:
                 return
@@ -373,4 +375,31 @@ class IndexState:
             if self.backend.needs_rebuild or self._wants_other_kind():
                 self._rebuild()
             self.directory.write(self.config, self.backend, self.generation, self.store.counts())
+            self._manifest_seen = self._manifest_stamp()
+
+    def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self.directory.path / MANIFEST_FILE)
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    def _follow_search_settings(self) -> None:
+        """Take up search settings another process wrote (``searchkit tune`` beside a running server).
+
+        Without this a long-lived process (``searchkit serve``) would go on ranking with the
+        settings it opened with, and return other hits than ``searchkit search`` on the same
+        index. One ``stat`` per search; the manifest is read only when it changed.
+        """
+        stamp = self._manifest_stamp()
+        if stamp == self._manifest_seen:
+            return
+        self._manifest_seen = stamp
+        try:
+            on_disk = read_manifest(self.directory.path)
+        except SearchkitError as exc:  # a damaged manifest is the next open's to report; keep what is known
+            log.debug("%s: manifest not re-read (%s)", self.directory.path, exc)
+            return
+        if on_disk.search != self.config.search:
+            self.config = replace(self.config, search=on_disk.search)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SMALL_CORPUS
 from searchkit import ConfigError, Document, Index, IndexLockedError
 from searchkit.state import MANIFEST_FILE, VECTORS_FILE, VECTORS_STATE_FILE, IndexDirectory
 
@@ -146,3 +147,21 @@ def test_threads_search_one_index_while_another_object_writes(vectors_index, emb
         results = [future.result() for future in pending]
     assert all(len(ids) == 3 and ids[0] == f"v{row % 300}" for row, ids in enumerate(results))
     assert index.search_vectors(extra[59:60], k=1)[0][0].doc_id == "x59", "the reader caught up with the writer"
+
+
+def test_a_long_lived_index_takes_up_search_settings_another_process_writes(tmp_path: Path, embedder) -> None:
+    """`searchkit tune` beside a running `searchkit serve`: the server must rank as the manifest now says."""
+    from searchkit.config import SearchConfig
+
+    with Index.create(tmp_path / "idx", model=embedder) as writer:
+        writer.add(SMALL_CORPUS)
+    served = Index.open(tmp_path / "idx", model=embedder)
+    query = "pets that purr or bark"
+    dense = [(h.doc_id, round(h.score, 6)) for h in served.search(query, 5)]
+    with Index.open(tmp_path / "idx", model=embedder) as tuner:  # another process, as far as `served` knows
+        tuner.configure_search(SearchConfig(mode="lexical", k1=1.5))
+        lexical = [(h.doc_id, round(h.score, 6)) for h in tuner.search(query, 5)]
+    assert lexical != dense
+    assert [(h.doc_id, round(h.score, 6)) for h in served.search(query, 5)] == lexical
+    assert served.config.search == SearchConfig(mode="lexical", k1=1.5)
+    served.close()
