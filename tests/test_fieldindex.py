@@ -210,3 +210,22 @@ def test_a_doc_id_not_in_list_holding_null_matches_the_other_documents(new_store
     compiled = compile_filter({"doc_id": {"$nin": [None, "a"]}}, store.field_types())
     assert len(reference(store, compiled)) == 1
     assert FieldIndex(store).chunk_ids(compiled, store.generation()).tolist() == reference(store, compiled)
+
+
+def test_a_large_collection_moved_on_by_a_writer_is_answered_by_sql_until_it_settles(new_store) -> None:
+    """Re-reading the columns of a million documents takes seconds: a steady writer must not make every search pay it."""
+    store = new_store()
+    write(store, [(f"d{i}", "", {"n": i}, 1) for i in range(6)])
+    fields = FieldIndex(store, reread_at_once_below=5)
+    where = {"n": {"$gte": 3}}
+    assert fields.chunk_ids(compile_filter(where, store.field_types()), store.generation()).tolist() == reference(
+        store, compile_filter(where, store.field_types()))
+    write(store, [("d9", "", {"n": 9}, 2)])
+    compiled = compile_filter(where, store.field_types())
+    assert fields.chunk_ids(compiled, store.generation()) is None  # stale and large: SQL answers this one
+    assert fields.chunk_ids(compiled, store.generation()).tolist() == reference(store, compiled)  # settled: read again
+    small = FieldIndex(store)  # below the threshold a write is followed at once
+    assert small.chunk_ids(compiled, store.generation()).tolist() == reference(store, compiled)
+    write(store, [("d10", "", {"n": 10}, 1)])
+    compiled = compile_filter(where, store.field_types())
+    assert small.chunk_ids(compiled, store.generation()).tolist() == reference(store, compiled)
