@@ -29,10 +29,12 @@ from searchkit.embedding import encode_queries  # noqa: E402
 from searchkit.lexical import Bm25, bm25_scores  # noqa: E402
 from searchkit.metrics import evaluate_run  # noqa: E402
 from searchkit.retrieval import Fusion, fuse  # noqa: E402
+from searchkit.tuning import paired_randomization_test, split_queries  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEPTH = 100
 WEIGHTS = (0.4, 0.5, 0.6)
+TODAY = "today (top lists, min-max) w=0.5"
 
 
 class Scores:
@@ -60,8 +62,8 @@ class Scores:
                 chunk_ids, scores = bm25_scores(postings, 0.9, 0.4)
                 self.lexical[n, np.searchsorted(self.ids, chunk_ids)] = scores
 
-    def ndcg(self, scores: np.ndarray) -> float:
-        """nDCG@10 of documents ranked by their best chunk's score."""
+    def per_query(self, scores: np.ndarray) -> dict[str, float]:
+        """nDCG@10 of each judged query, documents ranked by their best chunk's score."""
         run = {}
         for n, query_id in enumerate(self.qids):
             ranked: dict[str, float] = {}
@@ -70,7 +72,8 @@ class Scores:
                 if len(ranked) == 10:
                     break
             run[query_id] = ranked
-        return evaluate_run(run, {q: self.qrels[q] for q in self.qids}, [10]).mean["ndcg@10"]
+        per_query = evaluate_run(run, {q: self.qrels[q] for q in self.qids}, [10]).per_query
+        return {q: values["ndcg@10"] for q, values in per_query.items()}
 
     def by_document(self, scores: np.ndarray) -> np.ndarray:
         """Each chunk given its document's best score: fusion at document level."""
@@ -112,14 +115,15 @@ def fused(s: Scores, weight: float, scale: str, complete: bool, dense: np.ndarra
     return out
 
 
-def variants(s: Scores) -> dict[str, float]:
-    results = {"dense": s.ndcg(s.dense), "lexical": s.ndcg(np.where(s.lexical > 0, s.lexical, -1e9))}
+def variants(s: Scores) -> dict[str, dict[str, float]]:
+    """Each variant's per-query nDCG@10."""
+    results = {"dense": s.per_query(s.dense), "lexical": s.per_query(np.where(s.lexical > 0, s.lexical, -1e9))}
     doc_dense, doc_lexical = s.by_document(s.dense), s.by_document(s.lexical)
     for w in WEIGHTS:
-        results[f"today (top lists, min-max) w={w}"] = s.ndcg(fused(s, w, "min-max", False, s.dense, s.lexical))
+        results[f"today (top lists, min-max) w={w}"] = s.per_query(fused(s, w, "min-max", False, s.dense, s.lexical))
         for scale in ("min-max", "z"):
-            results[f"complete union, {scale} w={w}"] = s.ndcg(fused(s, w, scale, True, s.dense, s.lexical))
-            results[f"complete union, {scale}, document level w={w}"] = s.ndcg(fused(s, w, scale, True, doc_dense, doc_lexical))
+            results[f"complete union, {scale} w={w}"] = s.per_query(fused(s, w, scale, True, s.dense, s.lexical))
+            results[f"complete union, {scale}, document level w={w}"] = s.per_query(fused(s, w, scale, True, doc_dense, doc_lexical))
     base = fused(s, 0.5, "min-max", True, s.dense, s.lexical)
     for beta in (0.5, 1.0):
         expanded = s.queries.copy()
@@ -127,9 +131,9 @@ def variants(s: Scores) -> dict[str, float]:
             expanded[n] += beta * s.vectors[np.argsort(-base[n])[:3]].mean(axis=0)
         expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
         dense = expanded @ s.vectors.T
-        results[f"dense PRF beta={beta} (top 3 fused chunks), dense alone"] = s.ndcg(dense)
+        results[f"dense PRF beta={beta} (top 3 fused chunks), dense alone"] = s.per_query(dense)
         for w in WEIGHTS:
-            results[f"dense PRF beta={beta} + complete union, z w={w}"] = s.ndcg(fused(s, w, "z", True, dense, s.lexical))
+            results[f"dense PRF beta={beta} + complete union, z w={w}"] = s.per_query(fused(s, w, "z", True, dense, s.lexical))
     return results
 
 
@@ -139,12 +143,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fusion_variants")
     args = parser.parse_args()
     table: dict[str, dict[str, float]] = {}
+    held_out: dict[str, dict[str, object]] = {}
     for item in args.indexes:
         name, _, path = item.partition("=")
         with Index.open(path) as index:
-            table[name] = variants(Scores(index, DATASETS / name))
-        print(name, json.dumps(table[name], indent=1), flush=True)
-    args.out.with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n")
+            per_query = variants(Scores(index, DATASETS / name))
+        table[name] = {key: float(np.mean(list(scores.values()))) for key, scores in per_query.items()}
+        held_out[name] = judge_on_held_out_half(per_query)
+        print(name, json.dumps(table[name], indent=1), json.dumps(held_out[name]), flush=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"all_queries": table, "held_out": held_out}, indent=2) + "\n")
     names = list(table)
     lines = [
         "# Hybrid fusion variants: nDCG@10 over all judged queries",
@@ -158,7 +165,30 @@ def main() -> None:
     ]
     for key in table[names[0]]:
         lines.append(f"| {key} | " + " | ".join(f"{table[n][key]:.4f}" for n in names) + " |")
+    lines += [
+        "",
+        "Chosen on one half of each set's queries (`searchkit tune`'s split, seed 0) and judged on the other: the best",
+        "fusion variant on the tuning half against today's default (weighted 0.5) on the held-out half, with the paired",
+        "randomization test's p-value.",
+        "",
+        "| set | chosen on the tuning half | held-out: today | held-out: chosen | p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in held_out.items():
+        lines.append(f"| {name} | {row['chosen']} | {row['today']:.4f} | {row['held_out']:.4f} | {row['p']:.4f} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def judge_on_held_out_half(per_query: dict[str, dict[str, float]]) -> dict[str, object]:
+    """The fusion variant best on the tuning half, scored against today's default on the other half."""
+    ids = sorted(per_query[TODAY])
+    tune_ids, held_ids = split_queries(ids)
+    fusions = [key for key in per_query if key not in ("dense", "lexical") and "dense alone" not in key]
+    chosen = max(fusions, key=lambda key: np.mean([per_query[key][q] for q in tune_ids]))
+    today = [per_query[TODAY][q] for q in held_ids]
+    picked = [per_query[chosen][q] for q in held_ids]
+    return {"chosen": chosen, "today": float(np.mean(today)), "held_out": float(np.mean(picked)),
+            "p": paired_randomization_test(today, picked)}
 
 
 if __name__ == "__main__":
