@@ -158,7 +158,7 @@ def main() -> None:
         "",
         f"`python benchmarks/fusion_variants.py {' '.join(args.indexes)}` (indexes built by `searchkit index`",
         "with the defaults: bf16 passages, int8 ONNX queries, chunks of 254 word pieces). BM25 k1 0.9, b 0.4; 100",
-        "candidates per retriever. Chosen on the same queries it is scored on: a lead, not a held-out result.",
+        "candidates per retriever. The first table is over all queries (chosen and scored on the same queries); the second is held out.",
         "",
         "| variant | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
