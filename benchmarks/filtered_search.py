@@ -41,36 +41,15 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from searchkit import Document, Index, ModelIdentity  # noqa: E402
+from searchkit import Document, Index  # noqa: E402
+from scale import DIMENSION, FixedModel, clustered  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl"
-DIMENSION = 384
 BUCKETS = 1000
 SELECTIVITIES = {"0.1%": 1, "1%": 10, "10%": 100}
 K = 10
-
-
-class FixedModel:
-    """The identity of an embedding model whose vectors the benchmark brings itself."""
-
-    identity = ModelIdentity(name="synthetic-clustered-384", weights_sha256="0" * 64, dimension=DIMENSION)
-
-    def token_offsets(self, texts):  # documents arrive with embeddings: never chunked
-        raise NotImplementedError
-
-    def encode(self, texts, *, batch_size=32, show_progress=False):
-        raise NotImplementedError
-
-
-def clustered(count: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
-    vectors = np.empty((count, DIMENSION), dtype=np.float32)
-    for start in range(0, count, 100_000):
-        stop = min(start + 100_000, count)
-        part = centres[rng.integers(0, len(centres), stop - start)] + 0.35 * rng.standard_normal((stop - start, DIMENSION), dtype=np.float32)
-        vectors[start:stop] = part / np.linalg.norm(part, axis=1, keepdims=True)
-    return vectors
 
 
 def timed(queries: np.ndarray, search: Callable[[np.ndarray], np.ndarray]) -> tuple[float, np.ndarray]:
