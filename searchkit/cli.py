@@ -507,6 +507,9 @@ def train_reader_command(
         int | None, typer.Option(min=1, help="CPU threads [default: the cores the load average leaves free].")
     ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Ignore a checkpoint in --out and train from the start.")] = False,
+    rerank_questions: Annotated[
+        int, typer.Option(min=0, help="Held-out questions that fit the reader's QA rerank weight; 0: keep 0.5.")
+    ] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune an extractive QA reader on SQuAD-format data; an interrupted run resumes. `ask --reader OUT` uses it."""
@@ -519,6 +522,7 @@ def train_reader_command(
         data, out, base=base, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         time_limit=time_limit * 60 or None, max_examples=max_examples, eval_fraction=eval_fraction, device=device,
         precision=precision, threads=threads, resume=not restart, progress=not as_json,
+        rerank_questions=rerank_questions,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -533,6 +537,9 @@ def train_reader_command(
             f"; held-out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}"
         )
     typer.echo(summary)
+    if report.rerank:
+        typer.echo(f"QA rerank weight {report.rerank['weight']:g} (nDCG@10 {report.rerank['gain']:+.4f} over retrieval "
+                   f"alone on {report.rerank['questions']} held-out questions)")
     typer.echo(f"saved to {out}; use it with: searchkit ask QUESTION --index DIR --reader {out}")
 
 

@@ -23,7 +23,7 @@ from searchkit.embedding import Embedder, load_embedder
 from searchkit.errors import ConfigError
 from searchkit.index import Index, IngestReport
 from searchkit.state import MANIFEST_FILE, read_manifest
-from searchkit.reader import Passage, best_answers
+from searchkit.reader import Passage, best_answers, rerank_weight
 from searchkit.retrieval import Fusion, Mode
 from searchkit.squad import SquadData, evaluate_predictions, question_paragraphs
 from searchkit.metrics import METRICS, Evaluation, Qrels, Run, evaluate_run
@@ -339,7 +339,7 @@ def evaluate_open_domain(
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in hits_per_question]
             read = index.reader.read_batch(questions, passages)
             for example, hits, answers in zip(batch, hits_per_question, read):
-                best = best_answers(hits, answers, 1)
+                best = best_answers(hits, answers, 1, rerank_weight(index.reader))
                 predictions[example.id] = best[0].answer if best else ""
                 found += gold_paragraph[example.id] in {hit.doc_id for hit in hits}
             bar.update(len(batch))

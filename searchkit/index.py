@@ -25,7 +25,7 @@ from searchkit.errors import ConfigError, ModelMismatchError, QueryError, Search
 from searchkit.filters import Filter, Where, compile_filter
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.lexical import TermStatistics
-from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits
+from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits, rerank_weight
 from searchkit.retrieval import Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
 from searchkit.store import Store, StoredDocument
@@ -149,13 +149,14 @@ class Answering:
         """The ``k`` best answers to ``question`` read from the best ``candidates`` chunks.
 
         Each chunk's best answer span is scored by combining its reader score with the
-        chunk's retrieval score (both min-max scaled over the candidates), so an answer
-        needs both a passage that matches and a span that answers; ``Answer.score`` is
-        that combined score, in [0, 1].
+        chunk's retrieval score (both min-max scaled over the candidates, weighted as the
+        QA rerank weights them), so an answer needs both a passage that matches and a span
+        that answers; ``Answer.score`` is that combined score, in [0, 1].
         """
         check_k(k)
         hits = self.search(question, max(k, candidates), where=where, mode=mode)
-        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k)
+        return best_answers(hits, self.reader.read(question, [Passage.from_hit(hit) for hit in hits]), k,
+                            rerank_weight(self.reader))
 
 
 class Index(Answering):
@@ -409,8 +410,9 @@ class Index(Answering):
         fusion). Left out, each comes from the index's search settings (``config.search``:
         dense, weighted, 0.5 unless ``searchkit tune`` chose others). Hit scores are the mode's own. ``rerank="qa"`` reads the candidates with
         the question-answering reader and reorders them by answer evidence combined with
-        the retrieval score (both min-max scaled over the candidates, equal weights); the
-        hit scores are then the combined ones.
+        the retrieval score (both min-max scaled over the candidates, weighted by the
+        reader's ``rerank_weight``: measured by train-reader for a reader it trained, 0.5
+        otherwise); the hit scores are then the combined ones.
         """
         return self.search_batch(
             [query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, rerank=rerank
@@ -458,7 +460,8 @@ class Index(Answering):
                                            hybrid_weight=hybrid_weight, statistics=statistics)
             passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
             read = self.reader.read_batch(list(queries), passages)
-            return [rerank_hits(hits, answers)[:k] for hits, answers in zip(candidates, read)]
+            weight = rerank_weight(self.reader)
+            return [rerank_hits(hits, answers, weight)[:k] for hits, answers in zip(candidates, read)]
         return self._hits(
             lambda: self._retriever.rank(
                 queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b, statistics

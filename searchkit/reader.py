@@ -17,6 +17,8 @@ offset added), so a caller can highlight them in the original text.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import re
@@ -46,12 +48,21 @@ __all__ = [
     "looks_like_path",
     "narrow_to_answer",
     "rerank_hits",
+    "rerank_weight",
     "split_sentences",
     "ANSWER_MARKERS",
     "DEFAULT_READER",
+    "DEFAULT_RERANK_WEIGHT",
+    "READER_INFO_FILE",
 ]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_READER = "sentence"
+# What train-reader writes beside a reader's weights: how it was trained, how it scored, its rerank weight.
+READER_INFO_FILE = "searchkit-reader.json"
+# The QA rerank's share for retrieval scores when nothing was measured for the reader (see rerank_fit.py).
+DEFAULT_RERANK_WEIGHT = 0.5
 # The sentence reader narrowed to a phrase (SentenceReader(narrow=True)).
 PHRASE_READER = "phrase"
 _DEFAULT_NAMES = frozenset({"", "default", DEFAULT_READER})
@@ -129,7 +140,9 @@ class Reader(Protocol):
 
     ``read`` returns, for each passage, its best answers (best first, at most ``top_k``;
     empty when a passage has nothing to offer). ``read_batch`` does the same for several
-    questions at once, which is how gold-paragraph evaluation stays fast.
+    questions at once, which is how gold-paragraph evaluation stays fast. A reader may
+    carry ``rerank_weight``, the share of retrieval scores in its QA rerank (see
+    :func:`rerank_weight`).
     """
 
     name: str
@@ -374,6 +387,7 @@ class SpanReader(_BatchReader):
         self.device = resolve_device(device or os.environ.get("SEARCHKIT_DEVICE", "auto"))
         self.precision = resolve_torch_precision(precision, self.device)
         self.tokenizer, self.model = load_qa_model(model, device=self.device, allow_untrained_head=allow_untrained_head)
+        self.rerank_weight = _learned_rerank_weight(model)
 
     def read_batch(
         self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
@@ -460,6 +474,20 @@ class SpanReader(_BatchReader):
 # Sentence reading
 
 
+def _learned_rerank_weight(model: str | Path) -> float:
+    """The rerank weight train-reader measured for the reader in folder ``model``, else the default."""
+    info_path = Path(resolve_model(str(model))) / READER_INFO_FILE
+    try:
+        weight = json.loads(info_path.read_text(encoding="utf-8"))["rerank"]["weight"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_RERANK_WEIGHT
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        logger.warning("%s has rerank weight %r, not a number in [0, 1]; using %s", info_path, weight,
+                       DEFAULT_RERANK_WEIGHT)
+        return DEFAULT_RERANK_WEIGHT
+    return float(weight)
+
+
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
     """The span without surrounding whitespace, or None when nothing is left."""
     while start < end and text[start].isspace():
@@ -519,6 +547,7 @@ class SentenceReader(_BatchReader):
         self.clause_margin = clause_margin
         self.narrow = narrow
         self.name = PHRASE_READER if narrow else DEFAULT_READER
+        self.rerank_weight = DEFAULT_RERANK_WEIGHT
 
     def read_batch(
         self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
@@ -662,7 +691,14 @@ def looks_like_path(spec: str) -> bool:
 # Reranking
 
 
-def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], weight: float = 0.5) -> list[H]:
+def rerank_weight(reader: Reader) -> float:
+    """The share of retrieval scores in ``reader``'s QA rerank: measured for a trained reader, else 0.5."""
+    return float(getattr(reader, "rerank_weight", DEFAULT_RERANK_WEIGHT))
+
+
+def rerank_hits(
+    hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], weight: float = DEFAULT_RERANK_WEIGHT
+) -> list[H]:
     """Hits reordered by ``weight * retrieval + (1 - weight) * answer`` score.
 
     Retrieval and answer scores live on different scales (cosine vs logits), so each is
@@ -691,12 +727,14 @@ def rerank_hits(hits: Sequence[H], answers_per_hit: Sequence[Sequence[Answer]], 
     ]
 
 
-def best_answers(hits: Sequence[Any], answers_per_hit: Sequence[Sequence[Answer]], k: int) -> list[Answer]:
+def best_answers(
+    hits: Sequence[Any], answers_per_hit: Sequence[Sequence[Answer]], k: int, weight: float = DEFAULT_RERANK_WEIGHT
+) -> list[Answer]:
     """The ``k`` best answers over the hits, ordered and scored as :func:`rerank_hits` orders hits.
 
     Each hit contributes its best answer; ``Answer.score`` becomes the combined
     retrieval-and-answer score, in [0, 1].
     """
     best = {hit.chunk_id: answers[0] for hit, answers in zip(hits, answers_per_hit) if answers}
-    ranked = rerank_hits(hits, answers_per_hit)
+    ranked = rerank_hits(hits, answers_per_hit, weight)
     return [replace(best[hit.chunk_id], score=hit.score) for hit in ranked if hit.chunk_id in best][:k]

@@ -33,7 +33,7 @@ from searchkit.config import DEFAULT_MODEL
 from searchkit.embedding import resolve_model
 from searchkit.device import autocast, cpu_threads, resolve_device, resolve_torch_precision, set_threads
 from searchkit.errors import ConfigError, SearchkitError
-from searchkit.reader import SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
+from searchkit.reader import READER_INFO_FILE, SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
 from searchkit.squad import SquadData, SquadExample, read_gold
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "CHECKPOINT_FILE",
 ]
 
-READER_INFO_FILE = "searchkit-reader.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 MAX_QUESTION_TOKENS = 64
@@ -59,6 +58,8 @@ DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_EVAL_FRACTION = 0.05
 # Seconds of training: what a user on a laptop CPU waits for a reader.
 DEFAULT_TIME_LIMIT = 20 * 60.0
+# Held-out questions on which the QA rerank weight is fitted: each reads 20 retrieved chunks.
+DEFAULT_RERANK_QUESTIONS = 100
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class TrainReport:
     eval_questions: int = 0
     exact_match: float | None = None
     f1: float | None = None
+    rerank: dict[str, Any] | None = None  # the QA rerank weight fitted on held-out questions (rerank_fit.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -257,6 +259,7 @@ def train_reader(
     threads: int | None = None,
     checkpoint_every: float = 300.0,
     resume: bool = True,
+    rerank_questions: int = DEFAULT_RERANK_QUESTIONS,
     log_every: int = 20,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -282,8 +285,10 @@ def train_reader(
     the same call again resumes from it (``resume=False`` starts over), and a checkpoint of
     other settings is an error rather than a silent mix. ``max_examples`` keeps the first
     examples in file order, before the held-out split (see :func:`split_held_out`), whose
-    questions are read by the saved reader at the end. ``losses`` holds the mean loss of
-    every ``log_every`` steps, each also passed to ``log``.
+    questions are read by the saved reader at the end. Up to ``rerank_questions`` of them
+    (0: none) then fit the weight of the reader's QA rerank (:mod:`searchkit.rerank_fit`),
+    recorded with the reader so that ``search(rerank="qa")`` uses it. ``losses`` holds the
+    mean loss of every ``log_every`` steps, each also passed to ``log``.
     """
     import torch
 
@@ -321,7 +326,9 @@ def train_reader(
         _save(model, tokenizer, report.out_dir)
         loop.checkpoint_path.unlink(missing_ok=True)
         if held_out:
-            _evaluate(report, train.subset(held_out), max_length, stride, device, arithmetic, say)
+            reader = _evaluate(report, train.subset(held_out), max_length, stride, device, arithmetic, say)
+            if rerank_questions:
+                _fit_rerank(report, reader, train, _spread(held_out, rerank_questions), say)
     finally:
         set_threads(previous_threads)
     _write_info(report, {
@@ -506,7 +513,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
 def _evaluate(
     report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, precision: str,
     say: Callable[[str], None],
-) -> None:
+) -> SpanReader:
     """Score the saved reader on the held-out questions, loading it back as users will."""
     reader = SpanReader(
         report.out_dir, max_length=max_length, stride=stride, max_question_tokens=MAX_QUESTION_TOKENS, device=device,
@@ -516,8 +523,28 @@ def _evaluate(
     report.eval_questions = len(held_out.examples)
     report.exact_match, report.f1 = metrics["exact_match"], metrics["f1"]
     say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}")
+    return reader
+
+
+def _spread(examples: Sequence[SquadExample], count: int) -> list[SquadExample]:
+    """At most ``count`` of ``examples``, taken evenly across them (so across every held-out article)."""
+    step = max(1, math.ceil(len(examples) / count))
+    return list(examples[::step][:count])
+
+
+def _fit_rerank(
+    report: TrainReport, reader: SpanReader, data: SquadData, questions: list[SquadExample], say: Callable[[str], None]
+) -> None:
+    from searchkit.rerank_fit import fit_rerank_weight
+
+    say(f"fitting the QA rerank weight on {len(questions)} held-out questions over {len(data.paragraphs)} paragraphs")
+    fit = fit_rerank_weight(reader, data, questions)
+    report.rerank = fit.to_dict()
+    retrieval = fit.ndcg_at_10[str(1.0)]
+    say(f"QA rerank weight {fit.weight:g}: nDCG@10 {retrieval:.4f} by retrieval alone, "
+        f"{retrieval + fit.gain:.4f} with the rerank")
 
 
 def _write_info(report: TrainReport, settings: dict[str, Any]) -> None:
-    info = {"settings": settings, "report": report.to_dict()}
+    info = {"settings": settings, "report": report.to_dict(), **({"rerank": report.rerank} if report.rerank else {})}
     (report.out_dir / READER_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

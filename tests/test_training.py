@@ -115,8 +115,12 @@ def test_a_short_training_run_learns_and_saves_a_reader(people: SquadData, tmp_p
     info = json.loads((tmp_path / "reader" / READER_INFO_FILE).read_text(encoding="utf-8"))
     assert info["settings"]["learning_rate"] == 2e-4
     assert info["report"]["f1"] == report.f1
+    # The rerank weight was fitted on the 8 held-out questions and travels with the reader.
+    assert info["rerank"]["questions"] == 8 and info["rerank"] == report.rerank
+    assert any("QA rerank weight" in m for m in messages)
 
     reader = SpanReader(tmp_path / "reader")  # no allow_untrained_head: the head is trained
+    assert reader.rerank_weight == info["rerank"]["weight"]
     context = "Quentin was born in Nantes and later worked as a sculptor for many years."
     [[answer]] = reader.read("Where was Quentin born?", [Passage("q", 0, "", context)])
     assert context[answer.start:answer.end] == answer.answer
@@ -242,6 +246,8 @@ def test_train_reader_command_shows_loss_and_eta_then_held_out_scores_and_the_fo
     assert "loss=" in result.stderr and re.search(r"\d\d:\d\d<\d\d:\d\d", result.stderr)  # elapsed<remaining
     assert "trained 6 steps on 24 questions" in result.stdout
     assert re.search(r"held-out 8 questions: exact match \d+\.\d, F1 \d+\.\d", result.stdout)
+    assert re.search(r"QA rerank weight [01](\.\d)? \(nDCG@10 [+-]\d\.\d{4} over retrieval alone on 8 held-out",
+                     result.stdout)
     assert f"saved to {out}" in result.stdout
 
     side_by_side = CliRunner().invoke(app, ["eval-qa", str(people.path), "--reader", "sentence", "--reader", str(out),
