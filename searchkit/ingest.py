@@ -211,23 +211,30 @@ class Ingestor:
     def _embed(
         self, documents: list[Document], chunked: list[list[StoredChunk]], report: IngestReport, bar: tqdm
     ) -> np.ndarray:
-        """Embed every chunk, a group at a time, moving the bar by the documents completed."""
+        """Embed every chunk of the batch, longest first, a group at a time, moving the bar as chunks are done.
+
+        A group is padded to its longest text, so groups are cut from the whole batch
+        sorted by length, not from document order: on SciFact, groups of 64 in document
+        order made ingest about 30% slower than one ``encode`` call over the same texts,
+        which sorts them all. The vectors are put back in chunk order.
+        """
         inputs = [embedding_input(d.title, c.text) for d, cs in zip(documents, chunked) for c in cs]
-        ends = np.cumsum([len(cs) for cs in chunked])  # chunk count at which each document is done
-        parts, done_chunks, done_documents = [], 0, 0
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        vectors = np.zeros((len(inputs), self.dimension), np.float32)
+        done_documents = 0
         size = getattr(self.embedder, "encode_group", ENCODE_GROUP)
-        for start in range(0, max(len(inputs), 1), size):
-            group = inputs[start:start + size]
+        for start in range(0, len(inputs), size):
+            picked = order[start:start + size]
             embed_started = time.perf_counter()
-            parts.append(self.embedder.encode(group))
+            vectors[picked] = self.embedder.encode([inputs[i] for i in picked])
             report.embed_seconds += time.perf_counter() - embed_started
-            done_chunks += len(group)
-            finished = int(np.searchsorted(ends, done_chunks, side="right"))
+            done_chunks = start + len(picked)
             rate = (report.chunks_added + done_chunks) / report.embed_seconds if report.embed_seconds else 0.0
             bar.set_postfix_str(f"{report.chunks_added + done_chunks:,} chunks, {rate:.1f} chunks/s", refresh=False)
+            finished = len(documents) * done_chunks // len(inputs)  # documents' share of the chunks embedded
             bar.update(finished - done_documents)
             done_documents = finished
-        return np.concatenate(parts) if parts else np.zeros((0, self.dimension), np.float32)
+        return vectors
 
     def _prune(self, sources: Sources, seen: Mapping[str, str], report: IngestReport) -> None:
         """Delete documents read earlier from under the sources' paths that this run did not see again.
