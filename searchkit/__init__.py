@@ -44,6 +44,7 @@ _EXPORTS = {
     "QueryError": "searchkit.errors",
     "Reader": "searchkit.reader",
     "ReaderError": "searchkit.errors",
+    "RerankFit": "searchkit.rerank_fit",
     "SearchConfig": "searchkit.config",
     "SearchkitError": "searchkit.errors",
     "SentenceReader": "searchkit.reader",
@@ -65,6 +66,7 @@ _EXPORTS = {
     "evaluate_open_domain": "searchkit.evaluation",
     "evaluate_run": "searchkit.metrics",
     "evaluate_settings": "searchkit.evaluation",
+    "fit_rerank_weight": "searchkit.rerank_fit",
     "load_beir": "searchkit.datasets",
     "load_embedder": "searchkit.embedding",
     "load_reader": "searchkit.reader",
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
     from searchkit.errors import QueryError
     from searchkit.reader import Reader
     from searchkit.errors import ReaderError
+    from searchkit.rerank_fit import RerankFit, fit_rerank_weight
     from searchkit.config import SearchConfig
     from searchkit.errors import SearchkitError
     from searchkit.reader import SentenceReader
@@ -172,6 +175,7 @@ __all__ = [
     "QueryError",
     "Reader",
     "ReaderError",
+    "RerankFit",
     "SearchkitError",
     "SentenceReader",
     "SentenceTransformerEmbedder",
@@ -192,6 +196,7 @@ __all__ = [
     "evaluate_open_domain",
     "evaluate_run",
     "evaluate_settings",
+    "fit_rerank_weight",
     "load_beir",
     "load_embedder",
     "load_reader",
