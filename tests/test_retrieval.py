@@ -158,6 +158,29 @@ def test_bm25_statistics_stay_in_step_with_writes(make_index) -> None:
     assert postings.terms == {} and postings.chunks == len(chunk_ids) == index.store.counts()[1]
 
 
+@pytest.mark.parametrize("reread_at_once", [True, False], ids=["small collection", "large collection"])
+def test_lexical_search_sees_another_writers_changes_despite_the_cached_postings(
+    make_index, tmp_path, embedder, monkeypatch, reread_at_once: bool
+) -> None:
+    """Chunk lengths and postings are cached per store generation: a write by another Index is seen at once."""
+    from searchkit import Index, store
+
+    if not reread_at_once:  # a large collection answers from SQL until the store settles
+        monkeypatch.setattr(store, "LENGTHS_AT_ONCE_BELOW", 0)
+    reader = make_index(SMALL_CORPUS)
+    before = [(h.doc_id, h.score) for h in reader.search("yeast starter", k=3, mode="lexical")]
+    assert before[0][0] == "bread"
+    with Index.open(tmp_path / "index", model=embedder) as writer:
+        writer.add([Document("starter", "A starter of yeast: yeast, flour, water, and a starter jar.")])
+        expected = [(h.doc_id, h.score) for h in writer.search("yeast starter", k=3, mode="lexical")]
+    assert expected[0][0] == "starter"
+    for _ in range(3):  # the first search after the write, and the ones after the store settled
+        assert [(h.doc_id, h.score) for h in reader.search("yeast starter", k=3, mode="lexical")] == expected
+    with Index.open(tmp_path / "index", model=embedder) as writer:
+        writer.delete(["starter"])
+    assert [(h.doc_id, h.score) for h in reader.search("yeast starter", k=3, mode="lexical")] == before
+
+
 def test_k1_and_b_come_from_the_index_settings(make_index) -> None:
     from dataclasses import replace
 
