@@ -328,7 +328,7 @@ def train_reader(
         if held_out:
             reader = _evaluate(report, train.subset(held_out), max_length, stride, device, arithmetic, say)
             if rerank_questions:
-                _fit_rerank(report, reader, train, _spread(held_out, rerank_questions), say)
+                _fit_rerank(report, reader, train, spread_questions(held_out, rerank_questions), say)
     finally:
         set_threads(previous_threads)
     _write_info(report, {
@@ -526,10 +526,11 @@ def _evaluate(
     return reader
 
 
-def _spread(examples: Sequence[SquadExample], count: int) -> list[SquadExample]:
+def spread_questions(examples: Sequence[SquadExample], count: int) -> list[SquadExample]:
     """At most ``count`` of ``examples``, taken evenly across them (so across every held-out article)."""
-    step = max(1, math.ceil(len(examples) / count))
-    return list(examples[::step][:count])
+    if len(examples) <= count:
+        return list(examples)
+    return [examples[i * len(examples) // count] for i in range(count)]
 
 
 def _fit_rerank(
