@@ -164,7 +164,8 @@ class _Column:
                 slices.append(positions[start:stop])
         found = np.concatenate(slices) if slices else np.zeros(0, dtype=np.int64)
         if len(found) <= _FEW * len(self.present):
-            return _Matches(len(self.present), positions=np.unique(found))
+            # One range holds each position once: a sort is enough (np.unique hashes, 0.7 ms for 10,000).
+            return _Matches(len(self.present), positions=np.sort(found) if len(slices) == 1 else np.unique(found))
         mask = np.zeros(len(self.present), dtype=bool)
         mask[found] = True
         return _Matches(len(self.present), mask=mask)

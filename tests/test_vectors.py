@@ -153,19 +153,22 @@ def test_a_chunk_deleted_between_ranking_and_reading_is_ranked_again(byo_index, 
     assert len(calls) == 2 and len(hits) == 5 and hits[0].doc_id == "v0"
 
 
+@pytest.mark.parametrize("step", [1, 2], ids=["ids in one run", "ids with gaps"])
 @pytest.mark.parametrize("description", ["Flat", "HNSW16"])
-def test_a_selective_filter_is_scored_exactly_by_gathering_or_scanning(description: str) -> None:
-    """Few allowed ids are gathered by position, more are scanned in place; both exact, also after removals."""
+def test_a_selective_filter_is_scored_exactly_by_position_or_scanning(description: str, step: int) -> None:
+    """Up to half the vectors are scored by position, more are scanned in place; both exact, also after removals."""
     vectors = clustered(1000, seed=3)
-    ids = np.arange(10, 2010, 2, dtype=np.int64)
+    ids = np.arange(10, 10 + 1000 * step, step, dtype=np.int64)
     backend = build(DIMENSION, description, ids, vectors)
     backend.remove(ids[:100])  # Flat moves later vectors up: positions must follow
     live = {int(i): vectors[n] for n, i in enumerate(ids) if n >= 100}
     queries = clustered(4, seed=4)
-    for allowed in (ids[100:110], ids[100::3], np.concatenate([ids[:5], ids[500:505], [10**6]])):
+    for allowed in (ids[100:110], ids[100::3], np.concatenate([ids[:5], ids[500:505], [10**6]]), ids[50:],
+                    np.asarray([ids[-1] + 1, 3])):
         scores, found = backend.search(queries, 5, np.asarray(allowed, dtype=np.int64))
         candidates = [int(i) for i in allowed if int(i) in live]
         for row, query in enumerate(queries):
             expected = sorted(candidates, key=lambda i: -float(live[i] @ query))[:5]
-            assert found[row].tolist() == expected
-            assert np.allclose(scores[row], [live[i] @ query for i in expected], atol=1e-5)
+            assert found[row].tolist() == expected + [-1] * (5 - len(expected))
+            assert np.allclose(scores[row][:len(expected)], [live[i] @ query for i in expected], atol=1e-5)
+            assert np.isneginf(scores[row][len(expected):]).all()

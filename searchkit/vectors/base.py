@@ -108,6 +108,8 @@ class VectorBackend(ABC):
     exact = False
     #: Whether the index keeps full vectors (so a filtered subset can be scored exactly from it).
     holds_full_vectors = True
+    #: A filter matching at most this share of the vectors is answered exactly over them (see search).
+    exact_subset_share = EXACT_SUBSET_SHARE
 
     def __init__(self, dimension: int, description: str, index: faiss.Index) -> None:
         self.dimension = dimension
@@ -177,7 +179,7 @@ class VectorBackend(ABC):
                 excluded = self._excluded()
                 if len(excluded):
                     allowed = allowed[~np.isin(allowed, excluded)]
-                if len(allowed) <= max(EXACT_SUBSET_MIN, EXACT_SUBSET_SHARE * len(self)):
+                if len(allowed) <= max(EXACT_SUBSET_MIN, self.exact_subset_share * len(self)):
                     return self._exact_subset(queries, k, allowed, fetch)
             return self._through_index(queries, k, allowed, fetch)
 

@@ -5,16 +5,24 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from searchkit.vectors.base import Bitmap, Fetch, VectorBackend, _as_ids, _top_k
+from searchkit.vectors.base import Bitmap, Fetch, VectorBackend, _as_ids
 
 __all__ = ["FlatBackend", "IDMapBackend"]
 
-# A filter passing at most this share of the vectors gathers them by position; a wider one scans in place.
-GATHER_SHARE = 0.02
+# A filter passing at most this share of the vectors is scored row by row at their positions; a wider
+# one scans the whole storage with a bitmap (at a million vectors, 10% took 9.4 ms by position).
+BY_POSITION_SHARE = 0.5
 
 
 class IDMapBackend(VectorBackend):
-    """A FAISS index behind ``IndexIDMap2``, which keys vectors by chunk id: removals never shift ids."""
+    """A FAISS index behind ``IndexIDMap2``, which keys vectors by chunk id: removals never shift ids.
+
+    The full vectors lie in a flat array by position, so a filter matching up to a
+    quarter of them is answered exactly from there: at a million HNSW32 vectors, 10%
+    took 23 ms through the graph with recall 0.957, and about 15 ms exactly.
+    """
+
+    exact_subset_share = 0.25
 
     @classmethod
     def empty(cls, dimension: int, description: str) -> IDMapBackend:
@@ -28,20 +36,32 @@ class IDMapBackend(VectorBackend):
         """The flat array of full vectors, by position (id_map gives each position's chunk id)."""
         return faiss.downcast_index(self.index.index)
 
-    # (held ids sorted, their positions), made on first use after a change.
-    _by_id: tuple[np.ndarray, np.ndarray] | None = None
+    # (held ids sorted, their positions, the first id when the ids are positions plus it), made on first use
+    # after a change.
+    _by_id: tuple[np.ndarray, np.ndarray, int | None] | None = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         super().add(ids, vectors)
         self._by_id = None
 
     def _positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(the ids held, their positions in the storage)."""
+        """(the ids held, their positions in the storage).
+
+        Chunk ids are handed out in ascending order and Flat removals keep the order, so
+        the ids held are often one run ``first, first + 1, ...``: a position is then a
+        subtraction (a binary search of 10,000 ids among a million took 1.7 ms).
+        """
         if self._by_id is None:
             held = faiss.vector_to_array(self.index.id_map).astype(np.int64)
             order = np.argsort(held, kind="stable")
-            self._by_id = (held[order], order)
-        held, order = self._by_id
+            run = len(held) > 0 and int(held[order[-1]] - held[order[0]]) == len(held) - 1 and bool(
+                (order == np.arange(len(held))).all())
+            self._by_id = (held[order], order, int(held[0]) if run else None)
+        held, order, first = self._by_id
+        if first is not None:
+            where = ids - first
+            found = (where >= 0) & (where < len(held))
+            return ids[found], where[found]
         where = np.minimum(np.searchsorted(held, ids), max(len(held) - 1, 0))
         found = held[where] == ids if len(held) else np.zeros(len(ids), dtype=bool)
         return ids[found], order[where[found]]
@@ -51,28 +71,36 @@ class IDMapBackend(VectorBackend):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores over just the allowed ids, read where the vectors lie.
 
-        A few are gathered by position from the flat storage and scored in one product;
-        more are scanned in place with a bitmap of the allowed ids (translated to
-        positions through the id map), which touches only their rows. Gathering them by id
-        with ``reconstruct_batch`` took 7 ms for 2,000 vectors here; the scan of 200k
-        with a bitmap, 0.8 ms. Ids the index does not hold are never selected.
+        Up to ``BY_POSITION_SHARE`` of the storage, the allowed rows are scored in place
+        by position (``knn_inner_products_by_idx``: no copy; at a million vectors a 1%
+        filter took 1.1 ms this way against 2.7 ms gathering the rows first); more are
+        scanned with a bitmap of the allowed ids (translated to positions through the id
+        map). Ids the index does not hold are never selected.
         """
         storage = self._storage()
-        if len(allowed) <= GATHER_SHARE * storage.ntotal:
-            candidates, positions = self._positions(_as_ids(allowed))
-            stored = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dimension).reshape(-1, self.dimension)
-            return _top_k(queries, k, candidates, stored[positions])
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         top = min(k, len(allowed), int(storage.ntotal))
         if top == 0:
             return scores, ids
-        bitmap = Bitmap(allowed)
-        translated = faiss.IDSelectorTranslated(self.index.id_map, bitmap.selector)
-        found, positions = storage.search(queries, top, params=faiss.SearchParameters(sel=translated))
         id_map = faiss.rev_swig_ptr(self.index.id_map.data(), self.index.id_map.size())
-        held = positions >= 0
-        ids[:, :top] = np.where(held, id_map[np.where(held, positions, 0)], -1)
+        if len(allowed) <= BY_POSITION_SHARE * storage.ntotal:
+            _, positions = self._positions(_as_ids(allowed))
+            top = min(top, len(positions))
+            if top == 0:
+                return scores, ids
+            found = np.empty((len(queries), top), dtype=np.float32)
+            at = np.empty((len(queries), top), dtype=np.int64)
+            faiss.knn_inner_products_by_idx(
+                faiss.swig_ptr(queries), storage.get_xb(), faiss.swig_ptr(positions), self.dimension, len(queries),
+                int(storage.ntotal), len(positions), top, faiss.swig_ptr(found), faiss.swig_ptr(at), 0,
+            )
+        else:
+            bitmap = Bitmap(allowed)
+            translated = faiss.IDSelectorTranslated(self.index.id_map, bitmap.selector)
+            found, at = storage.search(queries, top, params=faiss.SearchParameters(sel=translated))
+        held = at >= 0
+        ids[:, :top] = np.where(held, id_map[np.where(held, at, 0)], -1)
         scores[:, :top] = np.where(held, found, -np.inf)
         return scores, ids
 
@@ -81,6 +109,7 @@ class FlatBackend(IDMapBackend):
     """Every vector compared with the query: exact, and removals are real."""
 
     exact = True
+    exact_subset_share = BY_POSITION_SHARE  # exact either way; by position beats a scan of the whole storage
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
