@@ -504,7 +504,7 @@ def train_reader_command(
         str, typer.Option(metavar="auto|fp32|bf16", help="Arithmetic; auto: bf16 autocast where the CPU or GPU runs it natively.")
     ] = "auto",
     threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads [default: the cores the load average leaves free].")
+        int | None, typer.Option(min=1, help="CPU threads [default: 1 or all cores, whichever the first steps measure faster].")
     ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Ignore a checkpoint in --out and train from the start.")] = False,
     rerank_questions: Annotated[

@@ -261,3 +261,25 @@ def test_train_reader_command_shows_loss_and_eta_then_held_out_scores_and_the_fo
     text = CliRunner().invoke(app, ["eval-qa", str(people.path), "--reader", "sentence", "--reader", "sentence"])
     assert text.exit_code == 0, text.output
     assert "reader sentence #2" in text.stdout and "F1 +0.00  (F1 better on 0 questions, worse on 0)" in text.stdout
+
+
+def test_left_to_choose_the_threads_are_measured_on_the_first_steps(people: SquadData, tmp_path: Path) -> None:
+    """One thread and all cores are each timed on a few steps; the faster is kept and recorded."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: there is no thread count to choose")
+    previous = torch.get_num_threads()
+    messages: list[str] = []
+    try:
+        report = train_reader(people, tmp_path / "reader", **{**TINY, "epochs": 3, "batch_size": 1, "log": messages.append})
+    finally:
+        torch.set_num_threads(previous)
+    assert report.planned_steps == 96 and report.steps == 96
+    assert any(f"threads measured on the first steps: 1 or {cores}" in m for m in messages)
+    [chosen] = [m for m in messages if m.startswith("threads: ")]
+    assert re.fullmatch(rf"threads: 1: \d+ us per token, {cores}: \d+ us per token; keeping (1|{cores})", chosen)
+    assert report.threads == int(chosen.rsplit(" ", 1)[1])
+    info = json.loads((tmp_path / "reader" / READER_INFO_FILE).read_text(encoding="utf-8"))
+    assert info["settings"]["threads"] == report.threads
