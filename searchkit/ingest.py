@@ -214,9 +214,10 @@ class Ingestor:
         """Embed every chunk of the batch, longest first, a group at a time, moving the bar as chunks are done.
 
         A group is padded to its longest text, so groups are cut from the whole batch
-        sorted by length, not from document order: on SciFact, groups of 64 in document
-        order made ingest about 30% slower than one ``encode`` call over the same texts,
-        which sorts them all. The vectors are put back in chunk order.
+        sorted by length, not from document order, as one ``encode`` call over all the
+        texts would sort them (on 1,500 SciFact documents: 62.8 against 59.8 chunks/s
+        embedded; the gain grows with the spread of chunk lengths). The vectors are put
+        back in chunk order.
         """
         inputs = [embedding_input(d.title, c.text) for d, cs in zip(documents, chunked) for c in cs]
         order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))

@@ -314,8 +314,8 @@ class Store:
         self.engine: Engine = create_engine(f"sqlite:///{path}")
         self._shared: Any = None  # the connection of shared cursor() reads, checked out on first use
         self._shared_lock = threading.RLock()
-        # Every chunk's length in tokens as of one generation, for BM25 (see term_postings).
-        self._lengths: _ChunkLengths | None = None
+        # Every chunk's length and recent terms' postings as of one generation, for BM25 (see term_postings).
+        self._lexical: _LexicalSnapshot | None = None
         event.listen(self.engine, "connect", _sqlite_pragmas)
         event.listen(self.engine, "handle_error", _store_errors(path))
         try:
@@ -582,7 +582,7 @@ class Store:
                 generation = int(cursor.execute(_GENERATION).fetchone()[0])
                 totals = cursor.execute(_FTS_TOTALS).fetchone()
                 rows, tokens = _varints(totals[0], 2) if totals else (0, 0)
-                lengths = self._chunk_lengths(cursor, generation, rows)
+                lengths = self._lexical_snapshot(cursor, generation, rows)
                 for term in dict.fromkeys(terms):
                     pairs = lengths.postings(term) if lengths is not None else None
                     if pairs is None:
@@ -601,9 +601,9 @@ class Store:
                 cursor.close()
         return Postings(rows, tokens, found, (known, sizes))
 
-    def _chunk_lengths(self, cursor: sqlite3.Cursor, generation: int, chunks: int) -> _ChunkLengths | None:
+    def _lexical_snapshot(self, cursor: sqlite3.Cursor, generation: int, chunks: int) -> _LexicalSnapshot | None:
         """Every chunk's length at ``generation`` (read now if needed), or None: read the few that are needed."""
-        cached = self._lengths
+        cached = self._lexical
         if cached is not None and cached.generation == generation:
             return cached
         if cached is not None and chunks >= LENGTHS_AT_ONCE_BELOW and cached.settling != generation:
@@ -611,8 +611,8 @@ class Store:
             return None
         rows = cursor.execute(_FTS_ALL_LENGTHS).fetchall()
         known = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        self._lengths = _ChunkLengths(generation, known, _single_varints([row[1] for row in rows]))
-        return self._lengths
+        self._lexical = _LexicalSnapshot(generation, known, _single_varints([row[1] for row in rows]))
+        return self._lexical
 
     def documents_from(self, sources: Sequence[str]) -> dict[str, str]:
         """{doc_id: source} of the documents read from these files, or from files under these folders."""
@@ -857,7 +857,7 @@ def _single_varints(blobs: Sequence[bytes]) -> np.ndarray:
 
 
 @dataclass
-class _ChunkLengths:
+class _LexicalSnapshot:
     """Every chunk's length in tokens (ids ascending) as of one store generation, and recent terms' postings."""
 
     generation: int

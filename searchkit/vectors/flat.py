@@ -19,7 +19,7 @@ class IDMapBackend(VectorBackend):
 
     The full vectors lie in a flat array by position, so a filter matching up to a
     quarter of them is answered exactly from there: at a million HNSW32 vectors, 10%
-    took 23 ms through the graph with recall 0.957, and about 15 ms exactly.
+    took 23 ms through the graph with recall 0.957, and 16 ms exactly (recall 1).
     """
 
     exact_subset_share = 0.25
