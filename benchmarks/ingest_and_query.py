@@ -13,7 +13,9 @@ with their ratio.
 Queries: every SciFact query one at a time, k=10, on the index of the last round (``--full``: the whole
 corpus), each variant in turn per query so that a noisy neighbour slows them alike: searchkit dense and hybrid
 end to end (encode + FAISS + SQLite text), searchkit with ``precision="fp32"``, the bare path (encode + FAISS
-``IndexFlatIP``, no text) with the float32 model and with the encoder searchkit chose, and the parts.
+``IndexFlatIP``, no text) with the float32 model and with the encoder searchkit chose, and the parts. The
+variants that run torch (float32) are interleaved among themselves, after the others: torch's spinning OpenMP
+threads slowed an int8 ONNX encode right after them about 1.5x, which no searchkit query meets.
 
 Start-up: ``searchkit info`` and a cold ``searchkit search`` (a new process each time), alternated.
 Results go to ``benchmarks/results/ingest_and_query.json`` (and a Markdown summary beside it).
@@ -168,23 +170,24 @@ def main() -> None:
         "searchkit_vector_backend": lambda v: index.vectors.search(v, 10),
         "bare_faiss_search": lambda v: bare_faiss.search(v, 10),
     }
-    for query in queries[:20]:  # warm-up
-        for run in variants.values():
-            run(query)
     latencies: dict[str, list[float]] = {name: [] for name in [*variants, *parts]}
-    names = list(variants)
-    for number in range(args.query_passes * len(queries)):
-        query = queries[number % len(queries)]
-        vector = query_vectors[number % len(queries)][None, :]
-        shift = number % len(names)  # each variant takes each place in the order in turn
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            variants[name](query)
-            latencies[name].append((time.perf_counter() - started) * 1000)
-        for name, run in parts.items():
-            started = time.perf_counter()
-            run(vector)
-            latencies[name].append((time.perf_counter() - started) * 1000)
+    # Variants that run torch are timed apart from the rest: torch's OpenMP threads spin on after
+    # each call and slowed the int8 ONNX encoder run right after them about 1.5x, which a
+    # searchkit query (no torch in the process) never meets.
+    torch_names = ["searchkit_dense_fp32", "bare_fp32_encode_faiss", "encode_fp32"]
+    groups = [[n for n in variants if n not in torch_names] + list(parts), torch_names]
+    for names in groups:
+        for query, vector in zip(queries[:20], query_vectors[:20]):  # warm-up
+            for name in names:
+                (variants[name](query) if name in variants else parts[name](vector[None, :]))
+        for number in range(args.query_passes * len(queries)):
+            query = queries[number % len(queries)]
+            vector = query_vectors[number % len(queries)][None, :]
+            shift = number % len(names)  # each variant takes each place in the order in turn
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                variants[name](query) if name in variants else parts[name](vector)
+                latencies[name].append((time.perf_counter() - started) * 1000)
     index.close()
     index_fp32.close()
 
