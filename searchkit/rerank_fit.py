@@ -33,6 +33,7 @@ __all__ = ["RERANK_WEIGHTS", "RerankFit", "fit_rerank_weight"]
 
 RERANK_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(11))
 _BATCH = 32
+_K = 10  # the fit maximises nDCG at this depth
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,14 @@ def fit_rerank_weight(
         finally:
             index.close()
     qrels = {example.id: {example.doc_id: 1} for example in questions}
-    scores = {}
+    scores: dict[str, float] = {}
     for weight in RERANK_WEIGHTS:
         run: dict[str, dict[str, float]] = {}
         for example, hits, read in zip(questions, candidates, answers):
             ranked: dict[str, float] = {}
-            for hit in rerank_hits(hits, read, weight)[:10]:
+            for hit in rerank_hits(hits, read, weight)[:_K]:
                 ranked.setdefault(hit.doc_id, hit.score)
             run[example.id] = ranked
-        scores[str(weight)] = evaluate_run(run, qrels, [10]).mean["ndcg@10"]
+        scores[str(weight)] = evaluate_run(run, qrels, [_K]).mean[f"ndcg@{_K}"]
     best = max(RERANK_WEIGHTS, key=lambda weight: (round(scores[str(weight)], 9), weight))
     return RerankFit(weight=best, questions=len(questions), ndcg_at_10=scores)

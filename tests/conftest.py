@@ -74,3 +74,8 @@ def make_index(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Callabl
 @pytest.fixture
 def small_index(make_index: Callable[..., Index]) -> Index:
     return make_index(SMALL_CORPUS)
+
+
+def squad_question(qid: str, question: str, context: str, answer: str) -> dict:
+    """One SQuAD v1.1 question entry whose answer is found in ``context``."""
+    return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import squad_question
+
 from searchkit import Document
 from searchkit.reader import DEFAULT_RERANK_WEIGHT, Answer, Passage, rerank_weight
 from searchkit.rerank_fit import RERANK_WEIGHTS, fit_rerank_weight
@@ -23,15 +25,11 @@ FACTS = [
 ]
 
 
-def qa(qid: str, question: str, context: str, answer: str) -> dict:
-    return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
-
-
 @pytest.fixture(scope="module")
 def decoyed(tmp_path_factory: pytest.TempPathFactory) -> SquadData:
     paragraphs = []
     for number, (question, context, answer) in enumerate(FACTS):
-        paragraphs.append({"context": context, "qas": [qa(f"q{number}", question, context, answer)]})
+        paragraphs.append({"context": context, "qas": [squad_question(f"q{number}", question, context, answer)]})
         decoy = f"{question} Nobody could say. {question} The question was asked again and again."
         paragraphs.append({"context": decoy, "qas": []})
     path = tmp_path_factory.mktemp("squad") / "decoyed.json"

@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from conftest import squad_question
 import torch
 
 from searchkit.errors import ConfigError
@@ -37,10 +39,6 @@ PEOPLE = [
 ]
 
 
-def qa(qid: str, question: str, context: str, answer: str) -> dict:
-    return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
-
-
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> SquadData:
     """4 articles of 4 people, two questions each: 32 questions whose answers are easy to learn."""
@@ -50,8 +48,8 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> SquadData:
         for name, city, job in PEOPLE[number * 4:number * 4 + 4]:
             context = f"{name} was born in {city} and later worked as a {job} for many years."
             paragraphs.append({"context": context, "qas": [
-                qa(f"{name}-city", f"Where was {name} born?", context, city),
-                qa(f"{name}-job", f"What did {name} work as?", context, job),
+                squad_question(f"{name}-city", f"Where was {name} born?", context, city),
+                squad_question(f"{name}-job", f"What did {name} work as?", context, job),
             ]})
         articles.append({"title": f"People {number}", "paragraphs": paragraphs})
     path = tmp_path_factory.mktemp("squad") / "people.json"
