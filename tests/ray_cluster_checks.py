@@ -106,7 +106,11 @@ def test_distributed_ingest_matches_local(cluster: Cluster, tmp_path: Path, embe
         assert [key for key, _ in want] == [key for key, _ in got]  # the same documents, chunks, offsets and texts
         vectors = np.stack([v for _, v in want]), np.stack([v for _, v in got])
         assert np.allclose(*vectors, atol=2e-3) and np.min(np.sum(vectors[0] * vectors[1], axis=1)) > 0.9999
-        assert [h.doc_id for h in one.search("the largest planet", 3)] == [h.doc_id for h in other.search("the largest planet", 3)]
+        # bf16 sums depend on how texts are batched (the cluster's batches of 8 against local groups of 64), so
+        # hits may swap only where their scores tie within the vectors' tolerance.
+        mine, theirs = one.search("the largest planet", 3), other.search("the largest planet", 3)
+        assert mine[0].doc_id == theirs[0].doc_id
+        assert np.allclose([h.score for h in mine], [h.score for h in theirs], atol=2e-3)
     again = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "ray"), *options])
     assert again.exit_code == 0 and json.loads(again.output)["unchanged"] == INGEST_DOCUMENTS  # a re-run embeds nothing
 
