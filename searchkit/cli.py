@@ -527,7 +527,9 @@ def train_reader_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
-    summary = f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s"
+    where = f"{report.threads} CPU thread{'s' if report.threads > 1 else ''}" if report.device == "cpu" else report.device
+    summary = (f"trained {report.steps} steps on {report.train_examples} questions in {report.train_seconds:.0f} s"
+               f" ({where})")
     if report.stopped_by == "time limit":
         summary += f" (the time limit ended it; all epochs are {report.planned_steps} steps)"
     if report.exact_match is None or report.f1 is None:
