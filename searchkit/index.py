@@ -137,6 +137,12 @@ class Answering:
     def reader(self, reader: Reader) -> None:
         self._reader = reader
 
+    def _reranked(self, queries: Sequence[str], candidates: list[list[Hit]], k: int) -> list[list[Hit]]:
+        """The QA rerank: each query's candidates read by the reader, reordered with its weight, the best ``k`` kept."""
+        read = self.reader.read_batch(list(queries), [[Passage.from_hit(hit) for hit in hits] for hits in candidates])
+        weight = rerank_weight(self.reader)
+        return [rerank_hits(hits, answers, weight)[:k] for hits, answers in zip(candidates, read)]
+
     def ask(
         self,
         question: str,
@@ -458,10 +464,7 @@ class Index(Answering):
         if rerank == "qa":
             candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
                                            hybrid_weight=hybrid_weight, statistics=statistics)
-            passages = [[Passage.from_hit(hit) for hit in hits] for hits in candidates]
-            read = self.reader.read_batch(list(queries), passages)
-            weight = rerank_weight(self.reader)
-            return [rerank_hits(hits, answers, weight)[:k] for hits, answers in zip(candidates, read)]
+            return self._reranked(queries, candidates, k)
         return self._hits(
             lambda: self._retriever.rank(
                 queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b, statistics

@@ -77,6 +77,27 @@ def test_sharded_search_equals_unsharded(collection, mode: str) -> None:
         assert [h.rank for h in got] == list(range(1, len(want) + 1))
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_sharded_qa_rerank_equals_unsharded_at_the_readers_weight(collection, weight: float) -> None:
+    from searchkit.reader import DEFAULT_RERANK_WEIGHT
+
+    source, sharded, _ = collection
+    try:
+        for index in (source, sharded):
+            index.reader.rerank_weight = weight
+        expected = source.search_batch(QUERIES, 5, rerank="qa")
+        found = sharded.search_batch(QUERIES, 5, rerank="qa")
+    finally:
+        for index in (source, sharded):
+            index.reader.rerank_weight = DEFAULT_RERANK_WEIGHT
+    for want, got in zip(expected, found):
+        assert [(h.doc_id, h.start, h.end) for h in got] == [(h.doc_id, h.start, h.end) for h in want]
+        assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+    if weight == 1.0:  # the reader's weight applies: all retrieval, the plain order
+        plain = source.search_batch(QUERIES, 5)
+        assert [[h.doc_id for h in hits] for hits in expected] == [[h.doc_id for h in hits] for hits in plain]
+
+
 def test_lexical_scores_use_the_whole_collections_statistics(collection) -> None:
     """Scored with one shard's own numbers, a chunk's BM25 differs; with the summed ones it is the unsharded score."""
     source, sharded, _ = collection

@@ -40,7 +40,6 @@ from searchkit.errors import QueryError, SearchkitError
 from searchkit.filters import Where, compile_filter, compile_where
 from searchkit.index import QA_CANDIDATES, Answering, DocumentPage, Hit, Index, _choice, check_k, check_query
 from searchkit.lexical import TermStatistics
-from searchkit.reader import Passage, rerank_hits, rerank_weight
 from searchkit.retrieval import HYBRID_CANDIDATES, Fusion, Mode, fuse
 from searchkit.state import read_manifest
 from searchkit.store import StoredDocument
@@ -221,9 +220,7 @@ class ShardedIndex(Answering):
         if rerank == "qa":
             candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
                                            hybrid_weight=hybrid_weight)
-            read = self.reader.read_batch(list(queries), [[Passage.from_hit(hit) for hit in hits] for hits in candidates])
-            weight = rerank_weight(self.reader)
-            return [rerank_hits(hits, answers, weight)[:k] for hits, answers in zip(candidates, read)]
+            return self._reranked(queries, candidates, k)
         if mode is Mode.DENSE:
             return self._dense(encode_queries(self.embedder, queries), k, where)
         if mode is Mode.LEXICAL:
