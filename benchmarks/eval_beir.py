@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from searchkit.sources import read_sources  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_WORK = ROOT / "benchmarks" / "work"
 KS = [1, 3, 10, 100]
 # Published nDCG@10 for comparison (see ../shared/datasets/README.md).
 REFERENCE = {
@@ -43,12 +45,13 @@ REFERENCE = {
 }
 MTEB_LABEL = "dense, 1 chunk/doc (MTEB)"
 QUARTER = 0.25
-# (label, mode, fusion, dense weight)
+# (label, mode, fusion, dense weight, feedback); the defaults are weighted 0.6 with feedback 0.5
 SETTINGS = [
-    ("dense", Mode.DENSE, Fusion.WEIGHTED, 0.5),
-    ("lexical", Mode.LEXICAL, Fusion.WEIGHTED, 0.5),
-    ("hybrid rrf", Mode.HYBRID, Fusion.RRF, 0.5),
-    *[(f"hybrid weighted {w}", Mode.HYBRID, Fusion.WEIGHTED, w) for w in (0.3, 0.4, 0.5, 0.6, 0.7)],
+    ("dense", Mode.DENSE, Fusion.WEIGHTED, 0.6, 0.0),
+    ("lexical", Mode.LEXICAL, Fusion.WEIGHTED, 0.6, 0.0),
+    ("hybrid rrf", Mode.HYBRID, Fusion.RRF, 0.6, 0.0),
+    *[(f"hybrid weighted {w}, no feedback", Mode.HYBRID, Fusion.WEIGHTED, w, 0.0) for w in (0.4, 0.5, 0.6, 0.7)],
+    *[(f"hybrid weighted {w}, feedback {f:g}", Mode.HYBRID, Fusion.WEIGHTED, w, f) for w in (0.5, 0.6, 0.7) for f in (0.5, 1.0)],
 ]
 
 
@@ -70,6 +73,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["scifact", "npl", "cranfield"])
     parser.add_argument("--no-cache", action="store_true", help="Embed everything afresh (timing embedding).")
     parser.add_argument("--no-mteb", action="store_true", help="Leave out SciFact embedded one chunk per document.")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
+                        help="Where the indexes are kept (one folder a set); an index already there is reused.")
     args = parser.parse_args()
 
     embedder = load_embedder() if args.no_cache else CachedEmbedder(load_embedder())
@@ -78,7 +83,7 @@ def main() -> None:
     results: dict[str, dict] = {name: entry for name, entry in previous.items() if name not in args.datasets}
     for name in args.datasets:
         dataset = load_beir(DATASETS / name)
-        index_dir = ROOT / "benchmarks" / "work" / name
+        index_dir = args.work / name
         ingest = None
         if index_dir.exists():
             index = Index.open(index_dir, model=embedder)
@@ -89,8 +94,8 @@ def main() -> None:
             "queries": len(dataset.queries),
             "dataset_problems": len(dataset.problems),
             "reference_ndcg@10": REFERENCE.get(name, ""),
-            # A reused index keeps the ingest figures of the run that built it.
-            "ingest": previous.get(name, {}).get("ingest") if ingest is None else {
+            # A reused index keeps the ingest figures of the run that built it (known only for the default --work).
+            "ingest": (previous.get(name, {}).get("ingest") if args.work == DEFAULT_WORK else None) if ingest is None else {
                 "documents": ingest.added, "chunks": ingest.chunks_added, "seconds": ingest.seconds,
                 "embedding_chunks_per_second": ingest.chunks_per_second,
                 "embedded_fresh": getattr(embedder, "misses", None),
@@ -98,8 +103,9 @@ def main() -> None:
             "modes": {},
         }
         quarters = query_quarters(dataset)
-        for label, mode, fusion, weight in SETTINGS:
-            result = evaluate_index(index, dataset, KS, name=label, mode=mode, fusion=fusion, hybrid_weight=weight)
+        for label, mode, fusion, weight, feedback in SETTINGS:
+            result = evaluate_index(index, dataset, KS, name=label, mode=mode, fusion=fusion, hybrid_weight=weight,
+                                    feedback=feedback)
             mean = result.evaluation.mean
             entry["modes"][label] = {
                 "ndcg@10": mean["ndcg@10"], "recall@100": mean["recall@100"], "mrr@10": mean["mrr@10"],
@@ -109,7 +115,7 @@ def main() -> None:
             print(f"{name:10} {label:22} nDCG@10 {mean['ndcg@10']:.4f}  R@100 {mean['recall@100']:.4f}", flush=True)
         index.close()
         if name == "scifact" and not args.no_mteb:  # the published setting: one window per document, cut where the model truncates
-            truncated = ROOT / "benchmarks" / "work" / "scifact-one-chunk"
+            truncated = args.work / "scifact-one-chunk"
             index = Index.open(truncated, model=embedder) if truncated.exists() else Index.create(
                 truncated, model=embedder, chunking=ChunkingConfig(max_chunks=1))
             if not len(index):
@@ -129,13 +135,15 @@ def summary(results: dict[str, dict]) -> str:
     lines = [
         "# Retrieval quality on BEIR test collections",
         "",
-        "Produced by `.venv/bin/python benchmarks/eval_beir.py` (the same indexes and runs as",
+        f"Produced by `.venv/bin/python benchmarks/eval_beir.py {' '.join(sys.argv[1:])}` (the same indexes and runs as",
         "`searchkit eval ../shared/datasets/NAME --index DIR --mode MODE`). Model all-MiniLM-L6-v2 (bundled),",
         "exact cosine, chunks of 254 word pieces with 32 overlap, BM25 (k1 0.9, b 0.4, query stopwords dropped)",
         "scored by searchkit.lexical from the SQLite FTS5 index (Porter stemming), a document scored by its best",
-        "chunk, 100 candidates per retriever for hybrid. Passages were embedded under bf16 autocast when the",
-        "indexes were built (cosine 0.99998 to float32), queries in float32. The ingest lines below are those of the",
-        "run that first built each index (float32, an idle machine); the MTEB row is left out with --no-mteb.",
+        "chunk. Hybrid takes 100 candidates per retriever, each scored by both; weighted fusion mixes their",
+        "z-scores, and feedback moves the query vector towards the top 3 fused chunks for a second dense round",
+        "(see searchkit/retrieval.py). Passages embedded under bf16 autocast, queries by the int8 ONNX encoder",
+        "(the defaults). Ingest lines, where shown, are those of the run that first built each index; the MTEB",
+        "row is left out with --no-mteb.",
         "",
         "nDCG@10 (Recall@100 in brackets):",
         "",

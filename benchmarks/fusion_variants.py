@@ -1,12 +1,13 @@
 """Hybrid fusion variants on BEIR indexes, computed from every chunk's dense and BM25 scores.
 
-Today's weighted fusion takes the top 100 chunks of each retriever, min-max scales each list
-and gives a chunk missing from a list that list's lowest score. The variants here give every
-candidate of the union its true score from both retrievers (its cosine from the stored
+The fusion searchkit used before took the top 100 chunks of each retriever, min-max scaled each
+list and gave a chunk missing from a list that list's lowest score ("before" below). The variants
+give every candidate of the union its true score from both retrievers (its cosine from the stored
 embedding; its BM25, 0 where it holds no query term) before scaling, by min-max or z-score, at
-chunk or document level, and try a dense pseudo-relevance feedback (Rocchio on the query
-vector from the top fused chunks). Every chunk's scores are computed in memory, so this runs in
-seconds on a built index; nothing here changes how searchkit ranks.
+chunk or document level, and add a dense pseudo-relevance feedback (Rocchio: the query vector
+moved towards the top 3 chunks of the same fusion, then the dense side ranked again and fused).
+"complete union, z" with feedback is what searchkit.retrieval does now. Every chunk's scores are
+computed in memory, so this runs in seconds on a built index.
 
     .venv/bin/python benchmarks/fusion_variants.py scifact=IDX cranfield=IDX npl=IDX
 """
@@ -28,13 +29,13 @@ from searchkit import Index, load_beir  # noqa: E402
 from searchkit.embedding import encode_queries  # noqa: E402
 from searchkit.lexical import Bm25, bm25_scores  # noqa: E402
 from searchkit.metrics import evaluate_run  # noqa: E402
-from searchkit.retrieval import Fusion, fuse  # noqa: E402
 from searchkit.tuning import paired_randomization_test, split_queries  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEPTH = 100
-WEIGHTS = (0.4, 0.5, 0.6)
-TODAY = "today (top lists, min-max) w=0.5"
+WEIGHTS = (0.4, 0.5, 0.6, 0.7)
+FEEDBACKS = (0.5, 1.0)
+BEFORE = "before (top lists, min-max) w=0.5"
 
 
 class Scores:
@@ -103,13 +104,16 @@ def fused(s: Scores, weight: float, scale: str, complete: bool, dense: np.ndarra
         top_dense = np.argsort(-dense[n])[:DEPTH]
         matching = np.nonzero(lexical[n])[0]
         top_lexical = matching[np.argsort(-lexical[n, matching])][:DEPTH]
-        if not complete:  # what searchkit does today
-            ranked = fuse(dict(zip(top_dense.tolist(), dense[n, top_dense].tolist())),
-                          dict(zip(top_lexical.tolist(), lexical[n, top_lexical].tolist())), Fusion.WEIGHTED, weight)
-            for i, score in ranked:
-                out[n, i] = score
-            continue
         union = np.union1d(top_dense, top_lexical)
+        if not complete:  # what searchkit did before: a chunk missing from a list gets 0 there after min-max
+            scaled_dense = np.zeros(len(union))
+            scaled_lexical = np.zeros(len(union))
+            scaled_dense[np.isin(union, top_dense)] = _min_max(dense[n, np.intersect1d(union, top_dense)])
+            in_lexical = np.isin(union, top_lexical)
+            if in_lexical.any():
+                scaled_lexical[in_lexical] = _min_max(lexical[n, np.intersect1d(union, top_lexical)])
+            out[n, union] = weight * scaled_dense + (1 - weight) * scaled_lexical
+            continue
         f = _min_max if scale == "min-max" else _z
         out[n, union] = weight * f(dense[n, union]) + (1 - weight) * f(lexical[n, union])
     return out
@@ -120,20 +124,20 @@ def variants(s: Scores) -> dict[str, dict[str, float]]:
     results = {"dense": s.per_query(s.dense), "lexical": s.per_query(np.where(s.lexical > 0, s.lexical, -1e9))}
     doc_dense, doc_lexical = s.by_document(s.dense), s.by_document(s.lexical)
     for w in WEIGHTS:
-        results[f"today (top lists, min-max) w={w}"] = s.per_query(fused(s, w, "min-max", False, s.dense, s.lexical))
+        results[f"before (top lists, min-max) w={w}"] = s.per_query(fused(s, w, "min-max", False, s.dense, s.lexical))
         for scale in ("min-max", "z"):
             results[f"complete union, {scale} w={w}"] = s.per_query(fused(s, w, scale, True, s.dense, s.lexical))
             results[f"complete union, {scale}, document level w={w}"] = s.per_query(fused(s, w, scale, True, doc_dense, doc_lexical))
-    base = fused(s, 0.5, "min-max", True, s.dense, s.lexical)
-    for beta in (0.5, 1.0):
-        expanded = s.queries.copy()
-        for n in range(len(s.qids)):
-            expanded[n] += beta * s.vectors[np.argsort(-base[n])[:3]].mean(axis=0)
-        expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
-        dense = expanded @ s.vectors.T
-        results[f"dense PRF beta={beta} (top 3 fused chunks), dense alone"] = s.per_query(dense)
-        for w in WEIGHTS:
-            results[f"dense PRF beta={beta} + complete union, z w={w}"] = s.per_query(fused(s, w, "z", True, dense, s.lexical))
+    for w in WEIGHTS:
+        first = fused(s, w, "z", True, s.dense, s.lexical)
+        for beta in FEEDBACKS:
+            expanded = s.queries.copy()
+            for n in range(len(s.qids)):
+                top = np.lexsort((s.ids, -first[n]))[:3]
+                expanded[n] += beta * s.vectors[top].mean(axis=0)
+            expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
+            dense = expanded @ s.vectors.T
+            results[f"complete union, z w={w} + feedback {beta}"] = s.per_query(fused(s, w, "z", True, dense, s.lexical))
     return results
 
 
@@ -172,51 +176,51 @@ def main() -> None:
     lines += [
         "",
         "Chosen on one half of each set's queries (`searchkit tune`'s split, seed 0) and judged on the other: the best",
-        "fusion variant on the tuning half against today's default (weighted 0.5) on the held-out half, with the paired",
+        "fusion variant on the tuning half against the fusion before (weighted 0.5) on the held-out half, with the paired",
         "randomization test's p-value.",
         "",
-        "| set | chosen on the tuning half | held-out: today | held-out: chosen | p |",
+        "| set | chosen on the tuning half | held-out: before | held-out: chosen | p |",
         "|---|---|---|---|---|",
     ]
     for name, row in held_out.items():
-        lines.append(f"| {name} | {row['chosen']} | {row['today']:.4f} | {row['held_out']:.4f} | {row['p']:.4f} |")
+        lines.append(f"| {name} | {row['chosen']} | {row['before']:.4f} | {row['held_out']:.4f} | {row['p']:.4f} |")
     if left_out:
         lines += [
             "",
             "A default has to hold on collections it was not chosen on: each set below is judged with the variant",
-            "that scores best on the mean of the other sets (all their queries), against today's default, over all",
+            "that scores best on the mean of the other sets (all their queries), against the fusion before, over all",
             "of this set's queries, with the paired randomization test's p-value.",
             "",
-            "| set | chosen on the other sets | today | chosen | p |",
+            "| set | chosen on the other sets | before | chosen | p |",
             "|---|---|---|---|---|",
         ]
         for name, row in left_out.items():
-            lines.append(f"| {name} | {row['chosen']} | {row['today']:.4f} | {row['held_out']:.4f} | {row['p']:.4f} |")
+            lines.append(f"| {name} | {row['chosen']} | {row['before']:.4f} | {row['held_out']:.4f} | {row['p']:.4f} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def judge_on_held_out_half(per_query: dict[str, dict[str, float]]) -> dict[str, object]:
-    """The fusion variant best on the tuning half, scored against today's default on the other half."""
-    ids = sorted(per_query[TODAY])
+    """The fusion variant best on the tuning half, scored against the fusion before on the other half."""
+    ids = sorted(per_query[BEFORE])
     tune_ids, held_ids = split_queries(ids)
     fusions = [key for key in per_query if key not in ("dense", "lexical") and "dense alone" not in key]
     chosen = max(fusions, key=lambda key: np.mean([per_query[key][q] for q in tune_ids]))
-    today = [per_query[TODAY][q] for q in held_ids]
+    today = [per_query[BEFORE][q] for q in held_ids]
     picked = [per_query[chosen][q] for q in held_ids]
-    return {"chosen": chosen, "today": float(np.mean(today)), "held_out": float(np.mean(picked)),
+    return {"chosen": chosen, "before": float(np.mean(today)), "held_out": float(np.mean(picked)),
             "p": paired_randomization_test(today, picked)}
 
 
 def judge_leaving_one_collection_out(every: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, object]]:
-    """Each set scored with the fusion variant best on the mean over the other sets, against today's default."""
+    """Each set scored with the fusion variant best on the mean over the other sets, against the fusion before."""
     out = {}
     for name, per_query in every.items():
         others = [every[other] for other in every if other != name]
         fusions = [key for key in per_query if key not in ("dense", "lexical") and "dense alone" not in key]
         chosen = max(fusions, key=lambda key: np.mean([np.mean(list(o[key].values())) for o in others]))
-        ids = sorted(per_query[TODAY])
-        today, picked = [per_query[TODAY][q] for q in ids], [per_query[chosen][q] for q in ids]
-        out[name] = {"chosen": chosen, "today": float(np.mean(today)), "held_out": float(np.mean(picked)),
+        ids = sorted(per_query[BEFORE])
+        today, picked = [per_query[BEFORE][q] for q in ids], [per_query[chosen][q] for q in ids]
+        out[name] = {"chosen": chosen, "before": float(np.mean(today)), "held_out": float(np.mean(picked)),
                      "p": paired_randomization_test(today, picked)}
     return out
 

@@ -87,10 +87,11 @@ class Client:
         mode: Mode | str | None = None,
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
+        feedback: float | None = None,
         rerank: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``; see :meth:`searchkit.Index.search`."""
-        body = _search_body(k, where, mode, fusion, hybrid_weight, rerank) | {"query": query}
+        body = _search_body(k, where, mode, fusion, hybrid_weight, feedback, rerank) | {"query": query}
         return [_hit(hit) for hit in self._call("POST", "/search", json=body)["hits"]]
 
     def search_batch(
@@ -102,6 +103,7 @@ class Client:
         mode: Mode | str | None = None,
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
+        feedback: float | None = None,
         rerank: str | None = None,
     ) -> list[list[Hit]]:
         """Many queries in one request, one encode on the server; see :meth:`searchkit.Index.search_batch`."""
@@ -109,7 +111,7 @@ class Client:
             raise QueryError("search_batch takes a list of queries; use search() for one")
         if not queries:
             return []
-        body = _search_body(k, where, mode, fusion, hybrid_weight, rerank) | {"queries": list(queries)}
+        body = _search_body(k, where, mode, fusion, hybrid_weight, feedback, rerank) | {"queries": list(queries)}
         return [[_hit(hit) for hit in result["hits"]] for result in self._call("POST", "/search", json=body)["results"]]
 
     def ask(
@@ -231,11 +233,11 @@ def _conditions(where: Sequence[str] | None) -> list[str]:
 
 def _search_body(
     k: int, where: Where | None, mode: Mode | str | None, fusion: Fusion | str | None, hybrid_weight: float | None,
-    rerank: str | None,
+    feedback: float | None, rerank: str | None,
 ) -> dict[str, Any]:
     """The request body; settings left as None are the server index's own (what ``searchkit tune`` chose)."""
     return {"k": k, "where": _filter(where), "mode": _value(mode), "fusion": _value(fusion),
-            "hybrid_weight": hybrid_weight, "rerank": rerank}
+            "hybrid_weight": hybrid_weight, "feedback": feedback, "rerank": rerank}
 
 
 _HIT_FIELDS = [f.name for f in fields(Hit)]

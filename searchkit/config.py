@@ -177,14 +177,20 @@ class SearchConfig:
     the defaults of every search; ``k1`` and ``b`` are BM25's term-frequency saturation and
     length normalisation for lexical and hybrid searches. k1 = 0.9, b = 0.4 are Anserini's
     defaults, at or above the reference BM25 on every collection measured
-    (``benchmarks/results/lexical_beir.md``).
+    (``benchmarks/results/lexical_beir.md``). ``feedback`` is how far a hybrid search moves
+    the query vector towards its top fused chunks before the dense side searches again
+    (0: no second search; RRF takes none). Weight 0.6 with feedback 0.5 or 1 was best on the
+    mean of any two of SciFact, NPL and Cranfield, and better on the third than the fusion
+    before it; the two feedbacks tie on the mean of all three, and the smaller moves the
+    query less (``benchmarks/results/fusion_variants.md``).
     """
 
     mode: str = "dense"
     fusion: str = "weighted"
-    hybrid_weight: float = 0.5
+    hybrid_weight: float = 0.6
     k1: float = 0.9
     b: float = 0.4
+    feedback: float = 0.5
 
     def __post_init__(self) -> None:
         _check_types(self, "search")
@@ -196,6 +202,8 @@ class SearchConfig:
             raise ConfigError(f"search.hybrid_weight must be between 0 and 1, got {self.hybrid_weight}")
         if not 0.0 <= self.k1 <= 10.0 or not 0.0 <= self.b <= 1.0:
             raise ConfigError(f"search.k1 must be between 0 and 10 and search.b between 0 and 1, got {self.k1} and {self.b}")
+        if not 0.0 <= self.feedback <= 10.0:
+            raise ConfigError(f"search.feedback must be between 0 and 10, got {self.feedback}")
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,13 @@ def retrieve_run(
     mode: Mode | None = None,
     fusion: Fusion | None = None,
     hybrid_weight: float | None = None,
+    feedback: float | None = None,
     batch_size: int = 64,
     progress: bool = False,
 ) -> Run:
     """Rank documents for every query: ``{query_id: {doc_id: best chunk score}}``, ``depth`` documents deep.
 
-    ``mode``, ``fusion`` and ``hybrid_weight`` left as None are the index's own search
+    ``mode``, ``fusion``, ``hybrid_weight`` and ``feedback`` left as None are the index's own search
     settings, so what is scored is what ``searchkit search`` returns on the same index.
     """
     run: Run = {}
@@ -84,7 +85,9 @@ def retrieve_run(
         for start in range(0, len(ids), batch_size):
             batch = ids[start:start + batch_size]
             texts = [queries[q] for q in batch]
-            results = index.search_batch(texts, k=depth * CHUNKS_PER_DOCUMENT, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight)
+            results = index.search_batch(
+                texts, k=depth * CHUNKS_PER_DOCUMENT, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, feedback=feedback
+            )
             for query_id, hits in zip(batch, results):
                 scores: dict[str, float] = {}
                 for hit in hits:  # best first, so the first chunk of a document is its best
@@ -106,11 +109,13 @@ def evaluate_index(
     mode: Mode | None = None,
     fusion: Fusion | None = None,
     hybrid_weight: float | None = None,
+    feedback: float | None = None,
     progress: bool = False,
 ) -> EvalResult:
     started = time.perf_counter()
     run = retrieve_run(
-        index, dataset.queries, max(ks), mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, progress=progress
+        index, dataset.queries, max(ks), mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, feedback=feedback,
+        progress=progress,
     )
     evaluation = evaluate_run(run, dataset.qrels, ks)
     return EvalResult(name or index.path.name, evaluation, run, time.perf_counter() - started)

@@ -26,7 +26,7 @@ from searchkit.filters import Filter, Where, compile_filter
 from searchkit.ingest import BATCH_CHARS, DEFAULT_MAX_DOCUMENT_CHARS, Ingestor, IngestReport
 from searchkit.lexical import TermStatistics
 from searchkit.reader import Answer, Passage, Reader, SentenceReader, best_answers, rerank_hits, rerank_weight
-from searchkit.retrieval import Fusion, Mode, Ranking, Retriever
+from searchkit.retrieval import Candidates, Fusion, Mode, Ranking, Retriever
 from searchkit.state import INDEX_FILES, MANIFEST_FILE, STORE_FILE, IndexDirectory, IndexState, read_manifest
 from searchkit.store import Store, StoredDocument
 from searchkit.vectors import VectorBackend
@@ -406,6 +406,7 @@ class Index(Answering):
         mode: Mode | str | None = None,
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
+        feedback: float | None = None,
         rerank: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, best first, among those matching ``where``.
@@ -413,15 +414,19 @@ class Index(Answering):
         ``mode`` is ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25 over the
         full-text index) or ``hybrid`` (both rankings fused by ``fusion``: ``weighted``
         normalised scores, dense weighted by ``hybrid_weight``, or ``rrf``, reciprocal rank
-        fusion). Left out, each comes from the index's search settings (``config.search``:
-        dense, weighted, 0.5 unless ``searchkit tune`` chose others). Hit scores are the mode's own. ``rerank="qa"`` reads the candidates with
+        fusion). A hybrid search then moves the query vector ``feedback`` of the way towards
+        its top fused chunks and fuses once more (0: once only). Left out, each comes from the
+        index's search settings (``config.search``: dense, weighted, 0.6, feedback 1 unless
+        ``searchkit tune`` chose others; see :mod:`searchkit.retrieval`). Hit scores are the
+        mode's own (for weighted hybrid, the mix of z-scores). ``rerank="qa"`` reads the candidates with
         the question-answering reader and reorders them by answer evidence combined with
         the retrieval score (both min-max scaled over the candidates, weighted by the
         reader's ``rerank_weight``: measured by train-reader for a reader it trained, 0.5
         otherwise); the hit scores are then the combined ones.
         """
         return self.search_batch(
-            [query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, rerank=rerank
+            [query], k, where=where, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, feedback=feedback,
+            rerank=rerank,
         )[0]
 
     def search_batch(
@@ -433,6 +438,7 @@ class Index(Answering):
         mode: Mode | str | None = None,
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
+        feedback: float | None = None,
         rerank: str | None = None,
         statistics: Sequence[TermStatistics] | None = None,
     ) -> list[list[Hit]]:
@@ -453,23 +459,40 @@ class Index(Answering):
         check_k(k)
         self._state.refresh()  # first: settings written by another process (searchkit tune) apply to this search
         settings = self.config.search
-        hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
-        if not 0.0 <= hybrid_weight <= 1.0:
-            raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
-        mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
-        fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
+        mode, fusion, hybrid_weight, feedback = search_options(settings, mode, fusion, hybrid_weight, feedback)
         condition = self._condition(where)
         if not queries:
             return []
         if rerank == "qa":
             candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
-                                           hybrid_weight=hybrid_weight, statistics=statistics)
+                                           hybrid_weight=hybrid_weight, feedback=feedback, statistics=statistics)
             return self._reranked(queries, candidates, k)
         return self._hits(
             lambda: self._retriever.rank(
-                queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b, statistics
+                queries, k, condition, mode, fusion, hybrid_weight, settings.k1, settings.b, statistics, feedback
             )
         )
+
+    def hybrid_candidates(
+        self, vectors: np.ndarray, queries: Sequence[str], depth: int, *, where: Where | None = None,
+        statistics: Sequence[TermStatistics] | None = None,
+    ) -> list[Candidates]:
+        """Each query's hybrid candidates here, each with its cosine and BM25: what a router fuses over shards.
+
+        ``vectors`` are the queries' unit vectors; ``statistics`` as for :meth:`search_batch`.
+        """
+        self._state.refresh()
+        settings = self.config.search
+        source = self._retriever.source(queries, self._condition(where), settings.k1, settings.b, statistics)
+        return source.candidates(np.asarray(vectors, dtype=np.float32), depth)
+
+    def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """The stored vectors of each list of chunk ids, as many rows as were found (for a router's feedback)."""
+        return self._retriever.embeddings(ids)
+
+    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit]]:
+        """Hits, with their text, for rankings of this index's chunks made elsewhere (a router's fusion)."""
+        return self._hits(lambda: [list(ranking) for ranking in rankings], attempts=1)
 
     def term_statistics(self, queries: Sequence[str]) -> list[TermStatistics]:
         """BM25's numbers for each query's terms in this index (chunks, tokens, each term's frequency).
@@ -563,6 +586,21 @@ def _choice(kind: type[E], value: E | str, name: str) -> E:
     except ValueError:
         options = ", ".join(member.value for member in kind)
         raise QueryError(f"unknown {name} {value!r}; use one of {options}") from None
+
+
+def search_options(
+    settings: SearchConfig, mode: Mode | str | None, fusion: Fusion | str | None,
+    hybrid_weight: float | None, feedback: float | None,
+) -> tuple[Mode, Fusion, float, float]:
+    """A search's mode, fusion, hybrid weight and feedback: those given, checked, else the index's settings."""
+    hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
+    feedback = settings.feedback if feedback is None else feedback
+    for name, value, high in (("hybrid_weight", hybrid_weight, 1.0), ("feedback", feedback, 10.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
+            raise QueryError(f"{name} must be a number between 0 and {high:g}, got {value!r}")
+    mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
+    fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
+    return mode, fusion, float(hybrid_weight), float(feedback)
 
 
 def check_k(k: object) -> int:

@@ -185,11 +185,20 @@ class Bm25:
         postings: Postings | None, k: int, k1: float, b: float, allowed: np.ndarray | None = None,
         collection: TermStatistics | None = None,
     ) -> list[tuple[int, float]]:
+        ids, scores = Bm25.scored(postings, k1, b, allowed, collection)
+        order = np.lexsort((ids, -scores))[:k]
+        return [(int(ids[i]), float(scores[i])) for i in order]
+
+    @staticmethod
+    def scored(
+        postings: Postings | None, k1: float, b: float, allowed: np.ndarray | None = None,
+        collection: TermStatistics | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids ascending, BM25) of every chunk holding a query term, among ``allowed`` if given."""
         if postings is None:
-            return []
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
         ids, scores = bm25_scores(postings, k1, b, collection)
         if allowed is not None:
             keep = np.isin(ids, allowed)
             ids, scores = ids[keep], scores[keep]
-        order = np.lexsort((ids, -scores))[:k]
-        return [(int(ids[i]), float(scores[i])) for i in order]
+        return ids, scores

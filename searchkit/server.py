@@ -145,6 +145,7 @@ class SearchRequest(_Strict):
     mode: Mode | None = Field(None, description="dense, lexical or hybrid; left out, the index's own setting.")
     fusion: Fusion | None = Field(None, description="weighted or rrf; left out, the index's own setting.")
     hybrid_weight: float | None = Field(None, ge=0.0, le=1.0, description="Dense share of a weighted fusion; left out, the index's.")
+    feedback: float | None = Field(None, ge=0.0, le=10.0, description="Hybrid: how far the query moves towards its top fused chunks for a second search (0: none); left out, the index's.")
     rerank: Literal["qa"] | None = None
     group: bool = Field(False, description="Group hits by document: k documents, each with its matching chunks.")
     snippet_chars: int = Field(SNIPPET_CHARS, ge=40, le=4000)
@@ -405,7 +406,7 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
         while True:
             batches = index.search_batch(
                 queries, depth, where=_where(request.where), mode=request.mode, fusion=request.fusion,
-                hybrid_weight=request.hybrid_weight, rerank=request.rerank,
+                hybrid_weight=request.hybrid_weight, feedback=request.feedback, rerank=request.rerank,
             )
             # Grouped, a few long documents can fill the chunks fetched: fetch deeper until k documents or no more.
             short = [len({hit.doc_id for hit in hits}) < request.k and len(hits) == depth for hits in batches]
@@ -435,6 +436,7 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
         mode: Annotated[Mode | None, Query(description="Left out, the index's own setting.")] = None,
         fusion: Annotated[Fusion | None, Query(description="Left out, the index's own setting.")] = None,
         hybrid_weight: Annotated[float | None, Query(ge=0.0, le=1.0, description="Left out, the index's own setting.")] = None,
+        feedback: Annotated[float | None, Query(ge=0.0, le=10.0, description="Left out, the index's own setting.")] = None,
         where: Annotated[
             list[str] | None,
             Query(description="Conditions such as year>=2020 (repeatable; all must hold), or one JSON filter object."),
@@ -445,7 +447,7 @@ def create_app(index: Index, settings: ServerSettings | None = None) -> FastAPI:
     ) -> Response:
         """Search with one query given in the URL; `/?q=...` on the web page uses the same parameters."""
         request = SearchRequest(
-            query=q, k=k, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, where=_where_param(where),
+            query=q, k=k, mode=mode, fusion=fusion, hybrid_weight=hybrid_weight, feedback=feedback, where=_where_param(where),
             rerank=rerank, group=group, snippet_chars=snippet_chars,
         )
         return _json(search_results([q], request)[0])

@@ -10,9 +10,9 @@ having picked the best of many), with a paired randomization test on the per-que
 scores, and it is written into the manifest only when it wins there significantly.
 
 Each query's dense ranking and BM25 statistics are read once; every setting of the grid
-is then ranked from them exactly as :class:`searchkit.retrieval.Retriever` ranks (same
-candidate depths, same fusion), so a grid of hundreds costs little more than one search
-per query.
+is then ranked from them by the very function searches use
+(:func:`searchkit.retrieval.hybrid_rank`: same candidates, same fusion, same feedback), so
+a grid of hundreds costs little more than one search per query and distinct feedback vector.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ from searchkit.evaluation import CHUNKS_PER_DOCUMENT
 from searchkit.index import Index
 from searchkit.lexical import Bm25, Postings
 from searchkit.metrics import Run, evaluate_run
-from searchkit.retrieval import HYBRID_CANDIDATES, Fusion, Ranking, fuse
+from searchkit.embedding import encode_queries
+from searchkit.retrieval import HYBRID_CANDIDATES, Candidates, Fusion, LexicalSide, Ranking, candidates_of, hybrid_rank
 
 __all__ = ["Trial", "TuneResult", "search_grid", "split_queries", "paired_randomization_test", "tune"]
 
 K1_GRID = (0.6, 0.9, 1.2, 1.5, 2.0)
 B_GRID = (0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
 WEIGHT_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+FEEDBACK_GRID = (0.0, 0.5, 1.0)
 METRIC_K = 10
 
 
@@ -56,7 +58,9 @@ class Trial:
         bm25 = f"k1={s.k1:g},b={s.b:g}"
         if s.mode == "lexical":
             return f"lexical {bm25}"
-        return f"hybrid rrf {bm25}" if s.fusion == "rrf" else f"hybrid weighted {s.hybrid_weight:g} {bm25}"
+        if s.fusion == "rrf":
+            return f"hybrid rrf {bm25}"
+        return f"hybrid weighted {s.hybrid_weight:g} {bm25} feedback={s.feedback:g}"
 
 
 @dataclass
@@ -90,15 +94,17 @@ class TuneResult:
 
 
 def search_grid(
-    k1s: Sequence[float] = K1_GRID, bs: Sequence[float] = B_GRID, weights: Sequence[float] = WEIGHT_GRID
+    k1s: Sequence[float] = K1_GRID, bs: Sequence[float] = B_GRID, weights: Sequence[float] = WEIGHT_GRID,
+    feedbacks: Sequence[float] = FEEDBACK_GRID,
 ) -> list[SearchConfig]:
-    """Dense; lexical at each (k1, b); hybrid by RRF and by each weight at each (k1, b)."""
+    """Dense; lexical at each (k1, b); hybrid by RRF, and by each weight with each feedback, at each (k1, b)."""
     grid = [SearchConfig(mode="dense")]
     for k1 in k1s:
         for b in bs:
             grid.append(SearchConfig(mode="lexical", k1=k1, b=b))
             grid.append(SearchConfig(mode="hybrid", fusion="rrf", k1=k1, b=b))
-            grid += [SearchConfig(mode="hybrid", fusion="weighted", hybrid_weight=w, k1=k1, b=b) for w in weights]
+            grid += [SearchConfig(mode="hybrid", fusion="weighted", hybrid_weight=w, k1=k1, b=b, feedback=feedback)
+                     for w in weights for feedback in feedbacks]
     return grid
 
 
@@ -125,50 +131,85 @@ def paired_randomization_test(a: Sequence[float], b: Sequence[float], rounds: in
 
 
 class _Rankings:
-    """Each query's dense ranking and BM25 statistics, read once; any setting ranked from them."""
+    """Each query's vector, dense ranking and BM25 statistics, read once; any setting ranked from them.
+
+    Hybrid settings go through :func:`~searchkit.retrieval.hybrid_rank` itself, with a
+    :class:`~searchkit.retrieval.CandidateSource` that remembers every dense search by its
+    query vector and every chunk's stored vector, so the feedback rounds of hundreds of
+    settings search only for the vectors not seen before.
+    """
 
     def __init__(self, index: Index, queries: Mapping[str, str], progress: bool) -> None:
+        self.index = index
         self.store = index.store
         self.depth = METRIC_K * CHUNKS_PER_DOCUMENT  # chunks asked for, as evaluation asks
         self.candidates = max(self.depth, HYBRID_CANDIDATES)
-        ids = list(queries)
+        self.ids = list(queries)
         bm25 = Bm25(index.store)
-        self.dense: dict[str, Ranking] = {}
         self.postings: dict[str, Postings | None] = {}
         self.documents: dict[int, str] = {}
-        with tqdm(total=len(ids), unit="query", desc="reading rankings", disable=not progress) as bar:
-            for start in range(0, len(ids), 64):
-                batch = ids[start:start + 64]
-                for query_id, hits in zip(batch, index.search_batch([queries[q] for q in batch], self.candidates, mode="dense")):
-                    self.dense[query_id] = [(hit.chunk_id, hit.score) for hit in hits]
-                    self.documents.update((hit.chunk_id, hit.doc_id) for hit in hits)
+        self._nearest: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+        vectors = []
+        with tqdm(total=len(self.ids), unit="query", desc="reading rankings", disable=not progress) as bar:
+            for start in range(0, len(self.ids), 64):
+                batch = self.ids[start:start + 64]
+                vectors.append(encode_queries(index.embedder, [queries[q] for q in batch]))
+                self.nearest(vectors[-1], self.candidates)
                 for query_id in batch:
                     self.postings[query_id] = bm25.postings(queries[query_id])
                 bar.update(len(batch))
-        self._lexical: dict[tuple[float, float], dict[str, Ranking]] = {}
+        dimension = index.config.model.dimension
+        self.vectors = np.concatenate(vectors) if vectors else np.zeros((0, dimension), dtype=np.float32)
+        self.dense = {q: list(zip(ids.tolist(), scores.tolist()))
+                      for q, (ids, scores) in zip(self.ids, self.nearest(self.vectors, self.candidates))}
+        self._sources: dict[tuple[float, float], _TuningCandidates] = {}
 
-    def lexical(self, k1: float, b: float) -> dict[str, Ranking]:
-        if (k1, b) not in self._lexical:
-            rankings = {q: Bm25.ranked(p, self.candidates, k1, b) for q, p in self.postings.items()}
-            missing = {c for r in rankings.values() for c, _ in r} - self.documents.keys()
-            self.documents.update(self.store.chunk_documents(sorted(missing)))
-            self._lexical[(k1, b)] = rankings
-        return self._lexical[(k1, b)]
+    def nearest(self, vectors: np.ndarray, depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Dense (ids, cosines), ``depth`` ≤ :attr:`candidates` long, searched only for vectors not seen before."""
+        keys = [vector.tobytes() for vector in vectors]
+        missing = [row for row, key in enumerate(keys) if key not in self._nearest]
+        if missing:
+            for row, hits in zip(missing, self.index.search_vectors(vectors[missing], self.candidates)):
+                self._nearest[keys[row]] = (np.array([hit.chunk_id for hit in hits], dtype=np.int64),
+                                            np.array([hit.score for hit in hits]))
+                self.documents.update((hit.chunk_id, hit.doc_id) for hit in hits)
+        return [(ids[:depth], scores[:depth]) for ids, scores in (self._nearest[key] for key in keys)]
+
+    def stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, stored vectors) of the chunks among ``ids`` that exist, each read from the store once."""
+        missing = np.array([i for i in ids.tolist() if i not in self._vectors], dtype=np.int64)
+        if len(missing):
+            found, vectors = self.store.embeddings_for(missing, self.index.config.model.dimension)
+            self._vectors.update(zip(found.tolist(), vectors))
+        present = [i for i in ids.tolist() if i in self._vectors]
+        rows = [self._vectors[i] for i in present]
+        dimension = self.index.config.model.dimension
+        return np.array(present, dtype=np.int64), (np.stack(rows) if rows else np.zeros((0, dimension), np.float32))
+
+    def source(self, k1: float, b: float) -> _TuningCandidates:
+        """The candidate source of one BM25 setting, made once."""
+        if (k1, b) not in self._sources:
+            self._sources[(k1, b)] = _TuningCandidates(self, [Bm25.scored(self.postings[q], k1, b) for q in self.ids])
+        return self._sources[(k1, b)]
 
     def run(self, settings: SearchConfig) -> Run:
         """Documents for every query under ``settings``, as ``Index.search_batch`` would rank them."""
         if settings.mode == "dense":
-            chunk_rankings = {q: r[: self.depth] for q, r in self.dense.items()}
+            rankings = [self.dense[q][: self.depth] for q in self.ids]
         elif settings.mode == "lexical":
-            chunk_rankings = {q: r[: self.depth] for q, r in self.lexical(settings.k1, settings.b).items()}
+            rankings = [
+                [(int(ids[i]), float(scores[i])) for i in np.lexsort((ids, -scores))[: self.depth]]
+                for ids, scores in self.source(settings.k1, settings.b).scored
+            ]
         else:
-            lexical = self.lexical(settings.k1, settings.b)
-            chunk_rankings = {
-                q: fuse(dict(self.dense[q]), dict(lexical[q]), Fusion(settings.fusion), settings.hybrid_weight)[: self.depth]
-                for q in self.dense
-            }
+            source = self.source(settings.k1, settings.b)
+            rankings = hybrid_rank(source, self.vectors, self.depth, Fusion(settings.fusion), settings.hybrid_weight,
+                                   settings.feedback)
+        missing = {c for ranking in rankings for c, _ in ranking} - self.documents.keys()
+        self.documents.update(self.store.chunk_documents(sorted(missing)))
         run: Run = {}
-        for query_id, ranking in chunk_rankings.items():
+        for query_id, ranking in zip(self.ids, rankings):
             scores: dict[str, float] = {}
             for chunk_id, score in ranking:
                 doc_id = self.documents.get(chunk_id)
@@ -178,6 +219,30 @@ class _Rankings:
                         break
             run[query_id] = scores
         return run
+
+
+class _TuningCandidates:
+    """Hybrid candidates for one BM25 setting, from what :class:`_Rankings` has read, each made once per query vector."""
+
+    def __init__(self, rankings: _Rankings, scored: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.rankings = rankings
+        self.scored = scored
+        self._sides: dict[int, list[LexicalSide]] = {}
+        self._made: dict[tuple[int, bytes, int], Candidates] = {}
+
+    def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
+        if depth not in self._sides:
+            self._sides[depth] = [LexicalSide.of(scored, depth, self.rankings.stored) for scored in self.scored]
+        keys = [(row, vector.tobytes(), depth) for row, vector in enumerate(vectors)]
+        missing = [key for key in keys if key not in self._made]
+        if missing:
+            rows = [row for row, _, _ in missing]
+            for key, dense in zip(missing, self.rankings.nearest(vectors[rows], depth)):
+                self._made[key] = candidates_of(vectors[key[0]], dense, self._sides[depth][key[0]])
+        return [self._made[key] for key in keys]
+
+    def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        return [self.rankings.stored(np.asarray(row, dtype=np.int64))[1] for row in ids]
 
 
 def _per_query(run: Run, qrels: Mapping[str, Mapping[str, int]], ids: Sequence[str]) -> np.ndarray:
@@ -190,9 +255,12 @@ def _per_query(run: Run, qrels: Mapping[str, Mapping[str, int]], ids: Sequence[s
 def _departures(settings: SearchConfig) -> int:
     """How many of the settings that matter for this mode differ from the built-in defaults."""
     default = SearchConfig()
-    keys = {"dense": ["mode"], "lexical": ["mode", "k1", "b"]}.get(settings.mode, ["mode", "fusion", "hybrid_weight", "k1", "b"])
+    keys = {"dense": ["mode"], "lexical": ["mode", "k1", "b"]}.get(
+        settings.mode, ["mode", "fusion", "hybrid_weight", "k1", "b", "feedback"]
+    )
     if settings.mode == "hybrid" and settings.fusion == "rrf":
         keys.remove("hybrid_weight")
+        keys.remove("feedback")
     return sum(getattr(settings, key) != getattr(default, key) for key in keys)
 
 

@@ -23,7 +23,7 @@ def test_to_dict_is_plain_nested_data() -> None:
                   "normalize": True, "max_seq_length": 256, "precision": "fp32"},
         "chunking": {"max_tokens": 200, "overlap_tokens": 20, "max_chunks": 0},
         "vectors": {"description": "Flat", "metric": "cosine", "ef_search": 128, "nprobe": 32},
-        "search": {"mode": "dense", "fusion": "weighted", "hybrid_weight": 0.5, "k1": 0.9, "b": 0.4},
+        "search": {"mode": "dense", "fusion": "weighted", "hybrid_weight": 0.6, "k1": 0.9, "b": 0.4, "feedback": 0.5},
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -192,6 +192,7 @@ def test_only_a_resolved_precision_is_recorded(precision: str) -> None:
         ("search", "hybrid_weight", "0.5", r"search\.hybrid_weight must be a number, got '0\.5'"),
         ("search", "k1", float("nan"), r"search\.k1 must be a number, got nan"),
         ("search", "b", False, r"search\.b must be a number, got False"),
+        ("search", "feedback", -1.0, r"search\.feedback must be between 0 and 10, got -1\.0"),
     ],
 )
 def test_a_mistyped_manifest_value_is_refused_naming_the_setting(section: str, key: str, value: object, message: str) -> None:

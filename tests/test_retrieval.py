@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import SMALL_CORPUS
 from searchkit import Document, QueryError
 from searchkit.lexical import QueryAnalyzer
-from searchkit.retrieval import Fusion, fuse, reciprocal_rank_fusion, weighted_fusion
+from searchkit.retrieval import Candidates, Fusion, LexicalSide, candidates_of, expand_queries, fuse, hybrid_rank, reciprocal_rank_fusion
 
 HOSTILE = [
     '"unbalanced quote',
@@ -23,25 +24,91 @@ HOSTILE = [
 ]
 
 
+def _candidates(ids: list[int], dense: list[float], lexical: list[float]) -> Candidates:
+    return Candidates(np.array(ids, dtype=np.int64), np.array(dense), np.array(lexical))
+
+
 def test_rrf_with_hand_made_rankings() -> None:
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
     assert fused[1] == pytest.approx(1 / 61 + 1 / 62)
     assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
     assert fused[2] == pytest.approx(1 / 62) and fused[4] == pytest.approx(1 / 63)
-    assert [item for item, _ in fuse({1: 0.9, 2: 0.8, 3: 0.7}, {3: 12.0, 1: 9.0, 4: 1.0}, Fusion.RRF)] == [1, 3, 2, 4]
+    candidates = _candidates([1, 2, 3, 4], [0.9, 0.8, 0.7, 0.1], [9.0, 0.0, 12.0, 1.0])
+    assert [item for item, _ in fuse(candidates, Fusion.RRF, depth=3)] == [1, 3, 2, 4]
 
 
-def test_weighted_fusion_normalises_each_list() -> None:
-    fused = weighted_fusion({1: 0.9, 2: 0.5, 3: 0.1}, {3: 30.0, 4: 10.0}, weight=0.5)
-    assert fused[1] == pytest.approx(0.5)  # best dense, absent from lexical
-    assert fused[3] == pytest.approx(0.5)  # worst dense, best lexical
-    assert fused[2] == pytest.approx(0.25) and fused[4] == pytest.approx(0.0)
-    assert weighted_fusion({1: 0.3}, {}, 0.7) == {1: pytest.approx(0.7)}  # a single candidate counts as the best
-    assert fuse({}, {}, Fusion.WEIGHTED) == []
+def test_weighted_fusion_mixes_z_scores_over_the_union() -> None:
+    candidates = _candidates([1, 2, 3, 4], [0.9, 0.5, 0.1, 0.3], [0.0, 0.0, 30.0, 10.0])
+    fused = dict(fuse(candidates, Fusion.WEIGHTED, weight=0.5))
+    dense, lexical = np.array([0.9, 0.5, 0.1, 0.3]), np.array([0.0, 0.0, 30.0, 10.0])
+    expected = 0.5 * (dense - dense.mean()) / dense.std() + 0.5 * (lexical - lexical.mean()) / lexical.std()
+    assert [fused[i] for i in (1, 2, 3, 4)] == pytest.approx(expected.tolist())
+    assert fuse(Candidates.empty(), Fusion.WEIGHTED) == []
+    assert fuse(_candidates([7], [0.3], [0.0]), Fusion.WEIGHTED) == [(7, 0.0)]  # one candidate: nothing to prefer
 
 
-def test_fusion_ties_break_by_id() -> None:
-    assert [item for item, _ in fuse({5: 1.0, 2: 1.0}, {}, Fusion.WEIGHTED)] == [2, 5]
+def test_fusion_takes_the_top_of_each_list_and_breaks_ties_by_id() -> None:
+    candidates = _candidates([5, 2, 9, 8], [1.0, 1.0, 0.2, 0.1], [0.0, 0.0, 0.0, 3.0])
+    assert [item for item, _ in fuse(candidates, Fusion.WEIGHTED, weight=1.0, depth=2)] == [2, 5, 8]  # 9 is in neither top 2
+
+
+def test_a_chunk_missing_from_one_list_gets_its_true_score_there() -> None:
+    """A lexical candidate the dense top list did not reach is scored by its own cosine, not as
+    that list's worst: here it is nearly as close to the query as the dense top hit, and wins."""
+    query = np.array([1.0, 0.0], dtype=np.float32)
+    stored = {2: np.array([0.2, 0.98], dtype=np.float32), 3: np.array([0.8, 0.6], dtype=np.float32)}
+
+    def embeddings(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = [i for i in ids.tolist() if i in stored]
+        return np.array(found, dtype=np.int64), np.array([stored[i] for i in found]).reshape(-1, 2)
+
+    lexical = LexicalSide.of((np.array([2, 3, 4], dtype=np.int64), np.array([1.0, 5.0, 2.0])), 3, embeddings)
+    assert lexical.best.tolist() == [3, 2]  # chunk 4 has no stored vector (deleted meanwhile): left out
+    candidates = candidates_of(query, (np.array([1, 2]), np.array([0.85, 0.2])), lexical)
+    assert dict(zip(candidates.ids.tolist(), candidates.dense.tolist())) == pytest.approx({1: 0.85, 2: 0.2, 3: 0.8})
+    assert dict(zip(candidates.ids.tolist(), candidates.lexical.tolist())) == {1: 0.0, 2: 1.0, 3: 5.0}
+    assert fuse(candidates, Fusion.WEIGHTED, weight=0.5)[0][0] == 3
+    assert fuse(candidates, Fusion.WEIGHTED, weight=0.5, limit=2) == fuse(candidates, Fusion.WEIGHTED, weight=0.5)[:2]
+
+
+def test_expand_queries_moves_towards_the_feedback_and_stays_unit() -> None:
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    expanded = expand_queries(vectors, [np.array([[0.0, 1.0], [0.0, 1.0]]), np.zeros((0, 2))], beta=1.0)
+    assert expanded[0] == pytest.approx([2 ** -0.5, 2 ** -0.5])
+    assert expanded[1] == pytest.approx([0.0, 1.0])  # no feedback chunks: the query stays
+
+
+class _RecordingSource:
+    """A candidate source over fixed vectors, recording the query vectors it is asked about."""
+
+    def __init__(self, chunks: np.ndarray) -> None:
+        self.chunks = chunks
+        self.asked: list[np.ndarray] = []
+
+    def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
+        self.asked.append(vectors)
+        ids = np.arange(len(self.chunks), dtype=np.int64)
+        return [Candidates(ids, self.chunks @ v, np.zeros(len(ids))) for v in vectors]
+
+    def embeddings(self, ids):
+        return [self.chunks[list(row)] for row in ids]
+
+
+def test_hybrid_rank_searches_again_with_the_top_fused_chunks_as_feedback() -> None:
+    chunks = np.eye(4, dtype=np.float32)
+    chunks[1] = [0.9, 0.1, 0.4, 0.0]
+    chunks /= np.linalg.norm(chunks, axis=1, keepdims=True)
+    query = np.array([[0.8, 0.6, 0.0, 0.0]], dtype=np.float32)
+    once = _RecordingSource(chunks)
+    assert [i for i, _ in hybrid_rank(once, query, 2, Fusion.WEIGHTED, 1.0, 0.0)[0]] == [0, 1] and len(once.asked) == 1
+    twice = _RecordingSource(chunks)
+    ranking = hybrid_rank(twice, query, 2, Fusion.WEIGHTED, 1.0, 1.0)[0]
+    assert len(twice.asked) == 2
+    assert twice.asked[1] == pytest.approx(expand_queries(query, [chunks[[0, 1, 2]]], 1.0))
+    assert [i for i, _ in ranking] == [1, 0]  # the feedback pulled chunk 1 (near 0 and 2) ahead
+    rrf = _RecordingSource(chunks)
+    hybrid_rank(rrf, query, 2, Fusion.RRF, 1.0, 1.0)
+    assert len(rrf.asked) == 1  # reciprocal rank fusion takes no feedback
 
 
 @pytest.mark.parametrize("query", HOSTILE)

@@ -49,6 +49,7 @@ def test_departures_count_only_the_settings_a_mode_uses() -> None:
     assert _departures(SearchConfig(mode="dense", k1=2.0, hybrid_weight=0.2)) == 0  # dense ignores BM25 and fusion
     assert _departures(SearchConfig(mode="hybrid")) == 1
     assert _departures(SearchConfig(mode="hybrid", fusion="rrf", hybrid_weight=0.2)) == 2  # rrf has no weight
+    assert _departures(SearchConfig(mode="hybrid", feedback=0.0)) == 2
     assert _departures(SearchConfig(mode="lexical", k1=1.2, b=0.75)) == 3
 
 
@@ -57,13 +58,15 @@ def test_grid_covers_every_mode_and_the_defaults() -> None:
     assert {s.mode for s in grid} == {"dense", "lexical", "hybrid"}
     assert {s.fusion for s in grid if s.mode == "hybrid"} == {"weighted", "rrf"}
     assert SearchConfig(mode="hybrid", k1=0.9, b=0.4) in grid and SearchConfig(mode="lexical") in grid
+    assert {s.feedback for s in grid if s.mode == "hybrid" and s.fusion == "weighted"} == {0.0, 0.5, 1.0}
     assert len(grid) == len(set(grid))
 
 
 @pytest.mark.parametrize(
     "settings",
     [SearchConfig(), SearchConfig(mode="lexical", k1=1.5, b=0.75),
-     SearchConfig(mode="hybrid", fusion="rrf"), SearchConfig(mode="hybrid", hybrid_weight=0.3, k1=1.2, b=0.6)],
+     SearchConfig(mode="hybrid"), SearchConfig(mode="hybrid", fusion="rrf"),
+     SearchConfig(mode="hybrid", hybrid_weight=0.3, k1=1.2, b=0.6), SearchConfig(mode="hybrid", feedback=0.0)],
 )
 def test_tuning_ranks_exactly_as_search_does(demo_index: Index, settings: SearchConfig) -> None:
     """The grid is ranked from rankings read once; each setting must give what a search with it gives."""
@@ -106,7 +109,9 @@ def test_tuned_settings_are_kept_in_the_manifest_and_used_by_later_searches(make
     path = index.path
     index.close()
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["config"]["search"] == {"mode": "lexical", "fusion": "weighted", "hybrid_weight": 0.5, "k1": 1.2, "b": 0.75}
+    assert manifest["config"]["search"] == {
+        "mode": "lexical", "fusion": "weighted", "hybrid_weight": 0.6, "k1": 1.2, "b": 0.75, "feedback": 0.5
+    }
     with Index.open(path, model=embedder) as reopened:
         assert reopened.config.search == tuned
         plain = reopened.search("sourdough starter", k=3)

@@ -12,8 +12,10 @@ index would answer:
   document frequency). Each shard reports its own for the query's terms, they are summed
   here, and every shard scores with the sums, so a chunk's score is the one it has in the
   unsharded index.
-- hybrid: the dense and lexical candidate lists are merged first, then fused exactly as
-  :class:`~searchkit.retrieval.Retriever` fuses them.
+- hybrid: each shard gives its candidates with both of their scores (lexical ones with the
+  collection's BM25 numbers); the union over the shards holds the unsharded candidates, and
+  :func:`~searchkit.retrieval.hybrid_rank` fuses it (and runs the feedback round) exactly as
+  for one index. The text of the final hits is then read from their shards.
 - filters are checked here against the collection's field types and applied in every
   shard, before ranking.
 
@@ -38,9 +40,9 @@ from searchkit.config import IndexConfig
 from searchkit.embedding import Embedder, encode_queries, load_embedder
 from searchkit.errors import QueryError, SearchkitError
 from searchkit.filters import Where, compile_filter, compile_where
-from searchkit.index import QA_CANDIDATES, Answering, DocumentPage, Hit, Index, _choice, check_k, check_query
+from searchkit.index import QA_CANDIDATES, Answering, DocumentPage, Hit, Index, check_k, check_query, search_options
 from searchkit.lexical import TermStatistics
-from searchkit.retrieval import HYBRID_CANDIDATES, Fusion, Mode, fuse
+from searchkit.retrieval import Candidates, Fusion, Mode, Ranking, hybrid_rank
 from searchkit.state import read_manifest
 from searchkit.store import StoredDocument
 
@@ -86,6 +88,17 @@ class ShardSearcher:
         self, queries: list[str], k: int, where: Where | None, statistics: list[TermStatistics]
     ) -> list[list[Hit]]:
         return self.index.search_batch(queries, k, where=where, mode=Mode.LEXICAL, statistics=statistics)
+
+    def candidates(
+        self, vectors: np.ndarray, queries: list[str], depth: int, where: Where | None, statistics: list[TermStatistics]
+    ) -> list[Candidates]:
+        return self.index.hybrid_candidates(vectors, queries, depth, where=where, statistics=statistics)
+
+    def embeddings(self, ids: list[list[int]]) -> list[np.ndarray]:
+        return self.index.embeddings(ids)
+
+    def hits(self, rankings: list[Ranking]) -> list[list[Hit]]:
+        return self.index.hits(rankings)
 
     def document(self, doc_id: str) -> StoredDocument | None:
         return self.index.get(doc_id)
@@ -199,6 +212,7 @@ class ShardedIndex(Answering):
         mode: Mode | str | None = None,
         fusion: Fusion | str | None = None,
         hybrid_weight: float | None = None,
+        feedback: float | None = None,
         rerank: str | None = None,
     ) -> list[list[Hit]]:
         """As :meth:`searchkit.Index.search_batch`, over every shard."""
@@ -208,28 +222,20 @@ class ShardedIndex(Answering):
             raise QueryError("search_batch takes a list of queries; use search() for one")
         queries = [check_query(query) for query in queries]
         check_k(k)
-        settings = self.config.search
-        hybrid_weight = settings.hybrid_weight if hybrid_weight is None else hybrid_weight
-        if not 0.0 <= hybrid_weight <= 1.0:
-            raise QueryError(f"hybrid_weight must be between 0 and 1, got {hybrid_weight!r}")
-        mode = _choice(Mode, settings.mode if mode is None else mode, "mode")
-        fusion = _choice(Fusion, settings.fusion if fusion is None else fusion, "fusion")
+        mode, fusion, hybrid_weight, feedback = search_options(self.config.search, mode, fusion, hybrid_weight, feedback)
         compile_where(where, self.field_types)  # a bad filter is the user's error, said once, before any fan-out
         if not queries:
             return []
         if rerank == "qa":
             candidates = self.search_batch(queries, max(k, QA_CANDIDATES), where=where, mode=mode, fusion=fusion,
-                                           hybrid_weight=hybrid_weight)
+                                           hybrid_weight=hybrid_weight, feedback=feedback)
             return self._reranked(queries, candidates, k)
         if mode is Mode.DENSE:
             return self._dense(encode_queries(self.embedder, queries), k, where)
         if mode is Mode.LEXICAL:
             return self._lexical(queries, k, where)
-        depth = max(k, HYBRID_CANDIDATES)
-        dense = self._submit("dense", encode_queries(self.embedder, queries), depth, where)  # under way meanwhile
-        lexical = self._lexical(queries, depth, where)
-        merged = self._merged([call.result() for call in dense], depth)
-        return [_fused(d, l, fusion, hybrid_weight, k) for d, l in zip(merged, lexical)]
+        source = _ShardedCandidates(self, queries, where, self._statistics(queries))
+        return self._hits(hybrid_rank(source, encode_queries(self.embedder, queries), k, fusion, hybrid_weight, feedback))
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
         """Dense search with query vectors you embedded yourself, as :meth:`searchkit.Index.search_vectors`."""
@@ -240,10 +246,25 @@ class ShardedIndex(Answering):
     def _dense(self, vectors: np.ndarray, k: int, where: Where | None) -> list[list[Hit]]:
         return self._merged(self._all("dense", vectors, k, where), k)
 
-    def _lexical(self, queries: list[str], k: int, where: Where | None) -> list[list[Hit]]:
+    def _statistics(self, queries: list[str]) -> list[TermStatistics]:
+        """Each query's BM25 numbers over the whole collection: every shard's, summed."""
         per_shard = self._all("term_statistics", queries)
-        statistics = [sum(column[1:], column[0]) for column in zip(*per_shard)]
-        return self._merged(self._all("lexical", queries, k, where, statistics), k)
+        return [sum(column[1:], column[0]) for column in zip(*per_shard)]
+
+    def _lexical(self, queries: list[str], k: int, where: Where | None) -> list[list[Hit]]:
+        return self._merged(self._all("lexical", queries, k, where, self._statistics(queries)), k)
+
+    def _hits(self, rankings: list[Ranking]) -> list[list[Hit]]:
+        """Hits for rankings of collection-wide chunk ids, each read from its shard; scores and ranks are the rankings'."""
+        count = len(self.shards)
+        local = [[[(chunk_id // count, score) for chunk_id, score in ranking if chunk_id % count == number]
+                  for ranking in rankings] for number in range(count)]
+        calls = [shard.submit("hits", rows) for shard, rows in zip(self.shards, local)]
+        found = {(row, hit.chunk_id * count + number): hit
+                 for number, call in enumerate(calls) for row, hits in enumerate(call.result()) for hit in hits}
+        return [[replace(found[row, chunk_id], chunk_id=chunk_id, rank=rank, score=score)
+                 for rank, (chunk_id, score) in enumerate(((c, s) for c, s in ranking if (row, c) in found), start=1)]
+                for row, ranking in enumerate(rankings)]
 
     def _merged(self, per_shard: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
         """Each query's hits over all shards: the best k by score (ties by collection-wide chunk id), ranked anew."""
@@ -304,11 +325,27 @@ class ShardedIndex(Answering):
     delete = add
 
 
-def _fused(dense: list[Hit], lexical: list[Hit], fusion: Fusion, weight: float, k: int) -> list[Hit]:
-    """The merged dense and lexical candidates fused as one index fuses them; the score is the fused one."""
-    by_id = {hit.chunk_id: hit for hit in lexical} | {hit.chunk_id: hit for hit in dense}
-    ranking = fuse({h.chunk_id: h.score for h in dense}, {h.chunk_id: h.score for h in lexical}, fusion, weight)[:k]
-    return [replace(by_id[chunk_id], rank=rank, score=score) for rank, (chunk_id, score) in enumerate(ranking, start=1)]
+class _ShardedCandidates:
+    """The :class:`~searchkit.retrieval.CandidateSource` of a sharded collection: each shard's candidates, joined."""
+
+    def __init__(self, index: ShardedIndex, queries: list[str], where: Where | None, statistics: list[TermStatistics]) -> None:
+        self.index = index
+        self.queries = queries
+        self.where = where
+        self.statistics = statistics
+
+    def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
+        count = len(self.index.shards)
+        per_shard = self.index._all("candidates", vectors, self.queries, depth, self.where, self.statistics)
+        return [Candidates.joined([replace(part, ids=part.ids * count + number) for number, part in enumerate(row)])
+                for row in zip(*per_shard)]
+
+    def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        count = len(self.index.shards)
+        calls = [shard.submit("embeddings", [[i // count for i in row if i % count == number] for row in ids])
+                 for number, shard in enumerate(self.index.shards)]
+        per_shard = [call.result() for call in calls]
+        return [np.concatenate(row) for row in zip(*per_shard)]
 
 
 def query_embedder(config: IndexConfig, model: str | Embedder | None, precision: str) -> Embedder:
