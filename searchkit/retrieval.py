@@ -109,10 +109,12 @@ def min_max_scale(values: Sequence[float]) -> list[float]:
     return [(value - low) / (high - low) for value in values]
 
 
-def z_scores(values: np.ndarray) -> np.ndarray:
-    """(value − mean) / standard deviation; all-equal values carry no preference and all become 0."""
-    spread = float(values.std()) if len(values) else 0.0
-    return np.zeros(len(values)) if spread == 0 else (values - values.mean()) / spread
+def z_scores(values: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """(value − mean) / standard deviation of ``reference`` (default: the values themselves);
+    all-equal references carry no preference and every value becomes 0."""
+    reference = values if reference is None else reference
+    spread = float(reference.std()) if len(reference) else 0.0
+    return np.zeros(len(values)) if spread == 0 else (values - reference.mean()) / spread
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,20 @@ class Candidates:
         matching = np.flatnonzero(self.lexical > 0)
         return matching[np.lexsort((self.ids[matching], -self.lexical[matching]))[:depth]]
 
+    def union(self, depth: int) -> np.ndarray:
+        """Positions of the chunks in either top list of ``depth``."""
+        return np.union1d(self.dense_top(depth), self.lexical_top(depth))
+
     def scaled(self, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, z-scored cosines, z-scored BM25) over the union of both ``depth``-long top lists."""
+        """(ids, z-scored cosines, z-scored BM25) of the union of both ``depth``-long top lists.
+
+        The means and spreads are those of the :data:`HYBRID_CANDIDATES`-long lists whatever
+        ``depth``, so asking for more hits adds candidates without reordering the first ones.
+        """
         if depth not in self._scaled:
-            union = np.union1d(self.dense_top(depth), self.lexical_top(depth))
-            self._scaled[depth] = self.ids[union], z_scores(self.dense[union]), z_scores(self.lexical[union])
+            union, reference = self.union(depth), self.union(min(depth, HYBRID_CANDIDATES))
+            self._scaled[depth] = (self.ids[union], z_scores(self.dense[union], self.dense[reference]),
+                                   z_scores(self.lexical[union], self.lexical[reference]))
         return self._scaled[depth]
 
 

@@ -52,6 +52,18 @@ def test_fusion_takes_the_top_of_each_list_and_breaks_ties_by_id() -> None:
     assert [item for item, _ in fuse(candidates, Fusion.WEIGHTED, weight=1.0, depth=2)] == [2, 5, 8]  # 9 is in neither top 2
 
 
+def test_asking_for_more_hits_does_not_reorder_the_first_ones() -> None:
+    """Deeper candidate lists (k above 100) are scaled with the statistics of the 100-long lists, so
+    the chunks of those lists keep their order and scores: an evaluation at k=300 ranks its first 10
+    as a search for 10 does."""
+    rng = np.random.default_rng(7)
+    lexical = np.where(rng.uniform(size=500) < 0.6, rng.gamma(2.0, 3.0, size=500), 0.0)
+    candidates = _candidates(list(range(500)), rng.normal(0.3, 0.1, size=500).tolist(), lexical.tolist())
+    shallow = fuse(candidates, Fusion.WEIGHTED, 0.6, depth=100)
+    deep = dict(fuse(candidates, Fusion.WEIGHTED, 0.6, depth=300))
+    assert [deep[i] for i, _ in shallow] == pytest.approx([score for _, score in shallow])
+
+
 def test_a_chunk_missing_from_one_list_gets_its_true_score_there() -> None:
     """A lexical candidate the dense top list did not reach is scored by its own cosine, not as
     that list's worst: here it is nearly as close to the query as the dense top hit, and wins."""

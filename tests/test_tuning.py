@@ -84,6 +84,17 @@ def test_tuning_ranks_exactly_as_search_does(demo_index: Index, settings: Search
         assert list(emulated[query_id]) == documents, query_id
 
 
+def test_hybrid_top_hits_do_not_depend_on_how_many_are_asked_for(demo_index: Index) -> None:
+    """Evaluation asks for 300 chunks, a search for 10: the first 10 must be the same."""
+    queries = list(load_beir(DEMO).queries.values())[:12]
+    assert demo_index.store.counts()[1] > 100  # so that 300 candidates reach deeper than the 100 of a search for 10
+    for feedback in (0.0, 0.5):
+        few = demo_index.search_batch(queries, 10, mode="hybrid", feedback=feedback)
+        many = demo_index.search_batch(queries, 300, mode="hybrid", feedback=feedback)
+        for want, got in zip(few, many):
+            assert [h.chunk_id for h in got[:10]] == [h.chunk_id for h in want]
+
+
 def test_tune_reports_a_held_out_comparison_and_applies_only_a_significant_winner(demo_index: Index) -> None:
     dataset = load_beir(DEMO)
     small_grid = [SearchConfig(mode="lexical"), SearchConfig(mode="hybrid"), SearchConfig(mode="hybrid", fusion="rrf")]
