@@ -368,9 +368,22 @@ class Retriever:
     def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """The stored vectors of each list of chunk ids (a deleted chunk has none)."""
         flat = np.unique(np.fromiter((i for row in ids for i in row), dtype=np.int64))
-        found, vectors = self.store.embeddings_for(flat, self.dimension)
-        where = {int(chunk_id): row for row, chunk_id in enumerate(found)}
+        found, vectors = self.stored(flat)
+        where = {int(chunk_id): row for row, chunk_id in enumerate(found.tolist())}
         return [vectors[[where[i] for i in row if i in where]] for row in ids]
+
+    def stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their vectors): from the vector backend's memory where it keeps them, else from the store.
+
+        The backend's vectors are the stored embeddings (it is built from them); an id it
+        does not hold (added by another process since it was loaded) is read from SQLite.
+        """
+        with self.lock:
+            found, vectors = self.backend().vectors(ids)
+        if len(found) == len(ids):
+            return found, vectors
+        more, extra = self.store.embeddings_for(np.setdiff1d(ids, found), self.dimension)
+        return np.concatenate([found, more]), np.concatenate([vectors, extra])
 
 
 class _IndexCandidates:
@@ -391,8 +404,7 @@ class _IndexCandidates:
 
     def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
         if depth not in self.lexical:
-            stored = lambda wanted: self.retriever.store.embeddings_for(wanted, self.retriever.dimension)  # noqa: E731
-            self.lexical[depth] = [LexicalSide.of(scored, depth, stored) for scored in self.scored]
+            self.lexical[depth] = [LexicalSide.of(scored, depth, self.retriever.stored) for scored in self.scored]
         dense = self.retriever.nearest_arrays(vectors, depth, self.allowed)
         return [candidates_of(v, d, l) for v, d, l in zip(vectors, dense, self.lexical[depth])]
 

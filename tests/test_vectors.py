@@ -172,3 +172,18 @@ def test_a_selective_filter_is_scored_exactly_by_position_or_scanning(descriptio
             assert found[row].tolist() == expected + [-1] * (5 - len(expected))
             assert np.allclose(scores[row][:len(expected)], [live[i] @ query for i in expected], atol=1e-5)
             assert np.isneginf(scores[row][len(expected):]).all()
+
+
+@pytest.mark.parametrize("index_type", TYPES)
+def test_hybrid_reads_each_candidates_stored_vector_whatever_the_type(byo_index, index_type: str) -> None:
+    """Flat and HNSW hand over the vectors they keep; the others, and ids the backend lacks, come from the store."""
+    index, vectors = byo_index
+    index.reindex(index_type=index_type)
+    ids = np.array(sorted(index.vectors.ids().tolist())[:50] + [10**9], dtype=np.int64)  # the last one exists nowhere
+    found, got = index._retriever.stored(ids)
+    want_ids, want = index.store.embeddings_for(ids, DIMENSION)
+    order = np.argsort(found)
+    assert found[order].tolist() == want_ids.tolist() and len(found) == 50
+    assert np.array_equal(got[order], want)
+    in_memory, _ = index.vectors.vectors(ids)
+    assert len(in_memory) == (50 if index_type in ("Flat", "HNSW16") else 0)

@@ -131,6 +131,10 @@ class VectorBackend(ABC):
     def _params(self, selector: faiss.IDSelector | None, k: int, widening: int) -> faiss.SearchParameters | None:
         return None if selector is None else faiss.SearchParameters(sel=selector)
 
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids among ``ids`` whose full vectors lie in memory here, those vectors); none by default."""
+        return np.zeros(0, dtype=np.int64), np.zeros((0, self.dimension), dtype=np.float32)
+
     def _excluded(self) -> np.ndarray:
         """Ids held but not searchable (masked deletes)."""
         return np.zeros(0, np.int64)

@@ -66,6 +66,14 @@ class IDMapBackend(VectorBackend):
         found = held[where] == ids if len(held) else np.zeros(len(ids), dtype=bool)
         return ids[found], order[where[found]]
 
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows copied from the flat storage: a hybrid search's hundred candidates in microseconds,
+        where reading their embeddings from SQLite took about a millisecond."""
+        found, positions = self._positions(_as_ids(ids))
+        storage = self._storage()
+        every = faiss.rev_swig_ptr(storage.get_xb(), int(storage.ntotal) * self.dimension)
+        return found, every.reshape(int(storage.ntotal), self.dimension)[positions].copy()
+
     def _exact_subset(
         self, queries: np.ndarray, k: int, allowed: np.ndarray, fetch: Fetch | None
     ) -> tuple[np.ndarray, np.ndarray]:
