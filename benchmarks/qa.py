@@ -7,7 +7,7 @@ Run from the repository root (about 40 minutes on 2 cores: 20 of training, the d
 Articles 1-28 of the file train a span reader with `train_reader` and its default settings (the bundled
 all-MiniLM-L6-v2 weights plus a QA head), unless `--reader` gives a reader already trained on them (its
 searchkit-reader.json says how); articles 29-36 are the test set, never seen in training. Reported on the test articles:
-exact match and F1 of the default sentence reader and of the trained reader, reading the gold paragraph and
+exact match and F1 of the default (phrase) reader and of the trained reader, reading the gold paragraph and
 open-domain (all 1,545 paragraphs of the file indexed, top 5 chunks read), and the effect of the QA rerank on
 retrieval (questions as queries, their paragraph as the one relevant document, nDCG@10). Results go to
 benchmarks/results/qa.json and qa.md.
@@ -98,7 +98,7 @@ def main() -> None:
     if not len(index):
         index.add(paragraph_documents(everything), progress=True)
 
-    readers = {"sentence (default)": SentenceReader(embedder), "trained span reader": SpanReader(reader_dir)}
+    readers = {"phrase (default)": SentenceReader(embedder), "trained span reader": SpanReader(reader_dir)}
     for name, reader in readers.items():
         gold = read_gold(reader, test, progress=True)
         index.reader = reader
@@ -127,7 +127,7 @@ def write_summary(r: dict) -> None:
         "| reader | gold paragraph EM / F1 | open-domain EM / F1 | paragraph in top 5 | nDCG@10 retrieval → with QA rerank |",
         "|---|---|---|---|---|",
     ]
-    for name in ("sentence (default)", "trained span reader"):
+    for name in ("phrase (default)", "trained span reader"):
         g, o, rr = r[name]["gold_paragraph"], r[name]["open_domain"], r[name]["rerank"]
         lines.append(
             f"| {name} | {g['exact_match']:.1f} / {g['f1']:.1f} | {o['exact_match']:.1f} / {o['f1']:.1f} | "

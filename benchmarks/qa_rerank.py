@@ -9,7 +9,7 @@ Run from the repository root (about 10 minutes on 2 cores):
 100 questions of its held-out article spread evenly, over all paragraphs of articles 1-28, and records it in
 the reader's searchkit-reader.json. Then all 1,545 paragraphs of the file are indexed (dense) and ``--questions``
 test questions spread over articles 29-36 are searched, their own paragraph the one relevant document: retrieval
-alone, and with the QA rerank of the sentence reader and of the trained reader at the weight 0.5 and at the fitted
+alone, and with the QA rerank of the default (phrase) reader and of the trained reader at the weight 0.5 and at the fitted
 weight. Results go to benchmarks/results/qa_rerank.json and .md.
 """
 
@@ -61,7 +61,7 @@ def main() -> None:
         index.add(paragraph_documents(load_squad(SQUAD)), progress=True)
     trained = SpanReader(args.reader)
     rows = {}
-    for name, reader, weight in (("sentence (default), w 0.5", SentenceReader(embedder), 0.5),
+    for name, reader, weight in (("phrase (default), w 0.5", SentenceReader(embedder), 0.5),
                                  ("trained span reader, w 0.5", trained, 0.5),
                                  (f"trained span reader, fitted w {fitted['weight']:g}", trained, fitted["weight"])):
         reader.rerank_weight = weight

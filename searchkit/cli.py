@@ -136,8 +136,8 @@ ReaderOption = Annotated[
     str | None,
     typer.Option(
         "--reader", envvar="SEARCHKIT_READER", metavar="NAME",
-        help="QA reader: 'sentence' (default, offline), 'phrase' (the sentence narrowed to the words that answer), "
-        "or a folder written by train-reader, or any transformers QA model.",
+        help="QA reader: 'phrase' (default, offline: the best sentence narrowed to the words that answer), "
+        "'sentence' (the whole sentence), a folder written by train-reader, or any transformers QA model.",
     ),
 ]
 # Left out, a search ranks as the index's search settings say (dense and weighted unless `searchkit tune` chose others).
@@ -555,7 +555,7 @@ def eval_qa_command(
         list[str] | None,
         typer.Option(
             "--reader", metavar="NAME",
-            help="QA reader: 'sentence' (default, offline), 'phrase' (the sentence narrowed), a folder written by "
+            help="QA reader: 'phrase' (default, offline), 'sentence' (whole sentences), a folder written by "
             "train-reader, or any transformers QA "
             "model. Repeat it to put readers side by side, each compared with the first.",
         ),

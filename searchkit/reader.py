@@ -52,19 +52,21 @@ __all__ = [
     "split_sentences",
     "ANSWER_MARKERS",
     "DEFAULT_READER",
+    "SENTENCE_READER",
     "DEFAULT_RERANK_WEIGHT",
     "READER_INFO_FILE",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_READER = "sentence"
+# The default reader: the sentence reader narrowed to the words that answer (SentenceReader(narrow=True)).
+DEFAULT_READER = "phrase"
+# The sentence reader answering with whole sentences (or clauses of long ones).
+SENTENCE_READER = "sentence"
 # What train-reader writes beside a reader's weights: how it was trained, how it scored, its rerank weight.
 READER_INFO_FILE = "searchkit-reader.json"
 # The QA rerank's share for retrieval scores when nothing was measured for the reader (see rerank_fit.py).
 DEFAULT_RERANK_WEIGHT = 0.5
-# The sentence reader narrowed to a phrase (SentenceReader(narrow=True)).
-PHRASE_READER = "phrase"
 _DEFAULT_NAMES = frozenset({"", "default", DEFAULT_READER})
 # Guillemets rarely occur in English text, so a marked answer stays unambiguous.
 ANSWER_MARKERS = ("«", "»")
@@ -86,6 +88,16 @@ _ASKS_NUMBER = re.compile(
 )
 _ASKS_PERSON = re.compile(r"\b(who|whom|whose)\b")
 _ASKS_WHY, _ASKS_HOW = re.compile(r"\bwhy\b"), re.compile(r"\bhow\b")
+# "What is the transit method?": a definition, which a phrase cannot give.
+_ASKS_DEFINITION = re.compile(r"^\s*what\s+(?:is|are|was|were)\s+(?:a |an |the )?[\w'-]+(?:\s+[\w'-]+){0,3}\s*\?*\s*$")
+# "Which method ...", "what kind of rock ...": the noun the answer names.
+_ASKED_NOUN = re.compile(
+    r"^\s*(?:in |on |at |of |for |by |to |from )?(?:which|what)\s+(?:kind of |type of |sort of |form of )?([a-z]+)\b"
+)
+_NOT_NOUNS = frozenset("is are was were did does do has have had can could would will should year percentage date".split())
+# Words that stay with a number in a short answer ("March 1995", "400 million").
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
+_NUMBER_WORDS = _MONTHS | frozenset("million billion thousand hundred percent % bc ad bce ce km miles years days century centuries".split())
 
 H = TypeVar("H")
 
@@ -530,23 +542,23 @@ class SentenceReader(_BatchReader):
     three words are too short to stand alone and are not considered. ``score`` is the
     cosine similarity of that sentence or clause to the question.
 
-    With ``narrow`` (reader name ``phrase``) the answer is then cut down to the words that
-    answer the question, by :func:`narrow_to_answer`: an answer rarely repeats the question's
-    words, so the sentence is split at them and the piece that looks like what the question
-    asks for is kept. On SQuAD dev articles 29-36 this raised F1 from 20.1 to 27.1 (chosen
-    on articles 1-28; see ``benchmarks/results/qa.md``). It is not the default because on
-    questions whose answer is a description rather than a phrase it keeps the wrong piece
-    (the demo corpus has such cases), where the whole sentence at least holds the answer.
+    With ``narrow`` (the default, reader name ``phrase``) the answer is then cut down to the
+    words that answer the question, by :func:`narrow_to_answer`: an answer rarely repeats the
+    question's words, so the sentence is split at them and the piece that looks like what the
+    question asks for is kept; why, how and what-is questions keep the sentence. On SQuAD dev
+    articles 29-36 this gives F1 28.3 against 20.1 for whole sentences (reader name
+    ``sentence``, ``narrow=False``); the rules were chosen on articles 1-28 (see
+    ``benchmarks/results/qa.md``). Narrowing never changes which answer ranks first.
     """
 
     def __init__(
-        self, embedder: Embedder, *, clause_min_words: int = 40, clause_margin: float = 0.02, narrow: bool = False
+        self, embedder: Embedder, *, clause_min_words: int = 40, clause_margin: float = 0.02, narrow: bool = True
     ) -> None:
         self.embedder = embedder
         self.clause_min_words = clause_min_words
         self.clause_margin = clause_margin
         self.narrow = narrow
-        self.name = PHRASE_READER if narrow else DEFAULT_READER
+        self.name = DEFAULT_READER if narrow else SENTENCE_READER
         self.rerank_weight = DEFAULT_RERANK_WEIGHT
 
     def read_batch(
@@ -603,32 +615,76 @@ def narrow_to_answer(question: str, text: str, start: int, end: int) -> tuple[in
     brackets and quotes; each piece loses function words at its edges. Among the pieces,
     short ones (at most 12 words, best about 3) are preferred, with a number when the
     question asks for one (when, how many...), a capitalised word for who, else the more
-    capitalised words the better. Why and how questions want an explanation, not a
-    phrase, so their sentence is kept whole, as is one that leaves no piece.
+    capitalised words the better; for a number, the piece is then cut to the number with
+    its months and units. Question words are matched by a crude stem ("discover" is cut at
+    as "discovered" would be). A "which N" or "what N" question names the kind of thing
+    it wants: the piece right before N in the sentence ("the *transit* method") is
+    preferred, and kept together with N. Why and how questions want an explanation and
+    "what is X?" a definition, not a phrase, so their sentence is kept whole, as is one
+    that leaves no piece.
     """
     asked = question.lower()
     kind = "number" if _ASKS_NUMBER.search(asked) else "person" if _ASKS_PERSON.search(asked) else "other"
-    if _ASKS_WHY.search(asked) or (_ASKS_HOW.search(asked) and kind != "number"):
+    if _ASKS_WHY.search(asked) or (_ASKS_HOW.search(asked) and kind != "number") or _ASKS_DEFINITION.match(asked):
         return start, end
+    named = _ASKED_NOUN.match(asked)
+    noun = named.group(1).rstrip("s") if named and named.group(1) not in _NOT_NOUNS else None
     question_words = set(re.findall(r"\w+", asked))
+    question_stems = {_stem(word) for word in question_words}
     pieces: list[list[re.Match[str]]] = [[]]
+    cuts: list[re.Match[str] | None] = []  # cuts[i]: the token that ends pieces[i] (None for the last)
     for token in _WORD.finditer(text, start, end):
-        if token.group().lower() in question_words or token.group() in _RUN_BREAKS:
+        word = token.group()
+        if word.lower() in question_words or _stem(word) in question_stems or word in _RUN_BREAKS:
             pieces.append([])
+            cuts.append(token)
         else:
             pieces[-1].append(token)
-    best: tuple[float, int, int] | None = None
-    for piece in pieces:
+    cuts.append(None)
+    best: tuple[float, int, int, list[re.Match[str]]] | None = None
+    for piece, cut in zip(pieces, cuts):
         while piece and (piece[0].group().lower() in _EDGE_WORDS or not piece[0].group()[0].isalnum()):
             piece = piece[1:]
         while piece and (piece[-1].group().lower() in _EDGE_WORDS or not piece[-1].group()[0].isalnum()):
             piece = piece[:-1]
         if not piece:
             continue
-        score = _piece_score(len(piece), text[piece[0].start():piece[-1].end()], kind)
+        first, last = piece[0].start(), piece[-1].end()
+        score = _piece_score(len(piece), text[first:last], kind)
+        if noun and cut is not None and cut.group().lower().rstrip("s") == noun and cut.start() - last <= 1:
+            score += 1.0
+            last = cut.end()
         if best is None or score > best[0]:
-            best = (score, piece[0].start(), piece[-1].end())
-    return (best[1], best[2]) if best else (start, end)
+            best = (score, first, last, piece)
+    if best is None:
+        return start, end
+    return _number_in(best[3]) if kind == "number" else (best[1], best[2])
+
+
+def _stem(word: str) -> str:
+    """A crude English stem (a common suffix cut off), so "discover" in a sentence matches "discovered" in the question."""
+    word = word.lower()
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _number_in(piece: list[re.Match[str]]) -> tuple[int, int]:
+    """The first number of the piece with the months and units around it ("In 1995 Mayor ..." gives "1995")."""
+    has_digit = [any(char.isdigit() for char in token.group()) for token in piece]
+    if True not in has_digit or len(piece) == 1:
+        return piece[0].start(), piece[-1].end()
+    first = last = has_digit.index(True)
+    while first > 0 and (has_digit[first - 1] or piece[first - 1].group().lower() in _MONTHS):
+        first -= 1
+    while last + 1 < len(piece) and (
+        has_digit[last + 1] or piece[last + 1].group().lower() in _NUMBER_WORDS or piece[last + 1].group() in ",."
+    ):
+        last += 1
+    while last > first and not piece[last].group()[0].isalnum():
+        last -= 1
+    return piece[first].start(), piece[last].end()
 
 
 def _piece_score(length: int, piece: str, kind: str) -> float:
@@ -649,8 +705,9 @@ def _piece_score(length: int, piece: str, kind: str) -> float:
 def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | None]:
     """The reader named by ``spec``, and a one-line notice when it had to fall back.
 
-    ``None``, ``""``, ``"default"`` and ``"sentence"`` give the :class:`SentenceReader`,
-    ``"phrase"`` the same reader narrowing its answers (:func:`narrow_to_answer`).
+    ``None``, ``""``, ``"default"`` and ``"phrase"`` give the :class:`SentenceReader`
+    narrowing its answers (:func:`narrow_to_answer`), ``"sentence"`` the same reader
+    answering with whole sentences.
     An existing folder (or a bundled model name) must be a QA model, and a spec written
     as a path (see :func:`looks_like_path`) must exist: anything else is a
     :class:`ReaderError`, since the user pointed at it on purpose. Any other string is
@@ -659,8 +716,8 @@ def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | Non
     """
     if spec is None or spec.strip().lower() in _DEFAULT_NAMES:
         return SentenceReader(embedder), None
-    if spec.strip().lower() == PHRASE_READER:
-        return SentenceReader(embedder, narrow=True), None
+    if spec.strip().lower() == SENTENCE_READER:
+        return SentenceReader(embedder, narrow=False), None
     if Path(spec).expanduser().exists() or Path(resolve_model(spec)).exists():
         return SpanReader(spec), None
     if looks_like_path(spec):
@@ -669,7 +726,7 @@ def load_reader(spec: str | None, embedder: Embedder) -> tuple[Reader, str | Non
         return SpanReader(spec), None
     except ReaderError as exc:
         reason = _first_line(exc.__cause__) if exc.__cause__ else str(exc)
-        notice = f"reader {spec!r} is not available ({reason}); using the default sentence reader"
+        notice = f"reader {spec!r} is not available ({reason}); using the default phrase reader"
         return SentenceReader(embedder), notice
 
 
