@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

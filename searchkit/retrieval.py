@@ -23,7 +23,7 @@ One function, :func:`hybrid_rank`, does this for a single index, for a sharded c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
