@@ -696,7 +696,8 @@ def info_command(index: IndexOption, as_json: JsonOption = False) -> None:
         ("chunking", f"{chunking['max_tokens']} word pieces, {chunking['overlap_tokens']} overlap"),
         ("vectors", f"FAISS {info['vector_index']} ({config['vectors']['description']} requested), {config['vectors']['metric']}"),
         ("  search knobs", f"ef_search {config['vectors']['ef_search']}, nprobe {config['vectors']['nprobe']}"),
-        ("search", "{mode}, {fusion} fusion (dense weight {hybrid_weight:g}), BM25 k1 {k1:g}, b {b:g}".format(**config["search"])),
+        ("search", "{mode}, {fusion} fusion (dense weight {hybrid_weight:g}, feedback {feedback:g}), BM25 k1 {k1:g}, b {b:g}"
+         .format(**config["search"])),
         ("documents", f"{counts['documents']:,}"),
         ("chunks", f"{counts['chunks']:,}"),
         ("vectors held", f"{counts['vectors']:,}"),

@@ -135,24 +135,39 @@ def bm25_scores(
         return empty
     total_chunks = collection.chunks if collection is not None else postings.chunks
     total_tokens = collection.tokens if collection is not None else postings.tokens
-    ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in postings.terms.values()]))
+    ids = sorted_unique(np.concatenate([chunk_ids for chunk_ids, _ in postings.terms.values()]))
     known_ids, known_lengths = postings.lengths
     # a chunk deleted between the two reads has no length: it is left out rather than guessed
-    ids = ids[np.isin(ids, known_ids)]
+    sized = _positions(known_ids, ids)
+    ids, sized = ids[sized >= 0], sized[sized >= 0]
     if not len(ids):
         return empty
-    lengths = known_lengths[np.searchsorted(known_ids, ids)].astype(np.float64)
+    lengths = known_lengths[sized].astype(np.float64)
     average = total_tokens / total_chunks if total_tokens > 0 else 1.0
     norm = k1 * (1.0 - b + b * lengths / average)
     scores = np.zeros(len(ids))
     for term, (chunk_ids, counts) in postings.terms.items():
         df = collection.frequencies.get(term, len(chunk_ids)) if collection is not None else len(chunk_ids)
         idf = math.log(1.0 + (total_chunks - df + 0.5) / (df + 0.5))
-        present = np.isin(chunk_ids, ids)
-        at = np.searchsorted(ids, chunk_ids[present])
-        tf = counts[present].astype(np.float64)
+        at = _positions(ids, chunk_ids)
+        present = at >= 0
+        at, tf = at[present], counts[present].astype(np.float64)
         scores[at] += idf * tf * (k1 + 1.0) / (tf + norm[at])
     return ids, scores
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending: a sort, which beats ``np.unique``'s hashing on a query's few thousand ids."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
+def _positions(ascending: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Where each of ``values`` lies in ``ascending``, −1 where it is absent (a binary search each, no set operations)."""
+    if not len(ascending):
+        return np.full(len(values), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(ascending, values), len(ascending) - 1)
+    return np.where(ascending[at] == values, at, -1)
 
 
 class Bm25:

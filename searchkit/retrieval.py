@@ -160,7 +160,8 @@ class Candidates:
         ``depth``, so asking for more hits adds candidates without reordering the first ones.
         """
         if depth not in self._scaled:
-            union, reference = self.union(depth), self.union(min(depth, HYBRID_CANDIDATES))
+            union = self.union(depth)
+            reference = union if depth <= HYBRID_CANDIDATES else self.union(HYBRID_CANDIDATES)
             self._scaled[depth] = (self.ids[union], z_scores(self.dense[union], self.dense[reference]),
                                    z_scores(self.lexical[union], self.lexical[reference]))
         return self._scaled[depth]
@@ -220,6 +221,8 @@ class LexicalSide:
         ids, scores = scored
         best = ids[np.lexsort((ids, -scores))[:depth]]
         found, vectors = embeddings(best)
+        if np.array_equal(found, best):  # the usual case: every one found, in order
+            return cls(ids, scores, best, vectors)
         row = {int(chunk_id): n for n, chunk_id in enumerate(found.tolist())}
         kept = [row[i] for i in best.tolist() if i in row]
         return cls(ids, scores, found[kept], vectors[kept])

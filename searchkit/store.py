@@ -54,7 +54,7 @@ from sqlalchemy.types import UserDefinedType
 from searchkit.chunking import embedding_input
 from searchkit.document import Document
 from searchkit.errors import IndexCorruptError, StoreWriteError
-from searchkit.lexical import FTS_TOKENIZER, Postings
+from searchkit.lexical import FTS_TOKENIZER, Postings, sorted_unique
 
 __all__ = ["Store", "StoredChunk", "StoredDocument", "ChunkRow", "DocumentState", "documents", "chunks", "field_values", "value_type"]
 
@@ -591,7 +591,7 @@ class Store:
                             lengths.keep(term, pairs)
                     if len(pairs):
                         found[term] = (pairs[:, 0], pairs[:, 1])
-                ids = np.unique(np.concatenate([chunk_ids for chunk_ids, _ in found.values()])) if found else np.zeros(0, np.int64)
+                ids = sorted_unique(np.concatenate([c for c, _ in found.values()])) if found else np.zeros(0, np.int64)
                 if lengths is None:
                     known, sizes = _read_lengths(cursor, ids)
                 else:
