@@ -615,7 +615,8 @@ def narrow_to_answer(question: str, text: str, start: int, end: int) -> tuple[in
     brackets and quotes; each piece loses function words at its edges. Among the pieces,
     short ones (at most 12 words, best about 3) are preferred, with a number when the
     question asks for one (when, how many...), a capitalised word for who, else the more
-    capitalised words the better; for a number, the piece is then cut to the number with
+    capitalised words the better, and the piece right after the question's last word ("what
+    can parrots imitate?": "human speech") a little; for a number, the piece is then cut to the number with
     its months and units. Question words are matched by a crude stem ("discover" is cut at
     as "discovered" would be). A "which N" or "what N" question names the kind of thing
     it wants: the piece right before N in the sentence ("the *transit* method") is
@@ -629,10 +630,13 @@ def narrow_to_answer(question: str, text: str, start: int, end: int) -> tuple[in
         return start, end
     named = _ASKED_NOUN.match(asked)
     noun = named.group(1).rstrip("s") if named and named.group(1) not in _NOT_NOUNS else None
-    question_words = set(re.findall(r"\w+", asked))
+    words = re.findall(r"\w+", asked)
+    question_words = set(words)
     question_stems = {_stem(word) for word in question_words}
+    content = [word for word in words if word not in _EDGE_WORDS]
+    last_word = _stem(content[-1]) if content and kind == "other" else None
     pieces: list[list[re.Match[str]]] = [[]]
-    cuts: list[re.Match[str] | None] = []  # cuts[i]: the token that ends pieces[i] (None for the last)
+    cuts: list[re.Match[str] | None] = [None]  # cuts[i]: the token before pieces[i]; cuts[i + 1] the one after
     for token in _WORD.finditer(text, start, end):
         word = token.group()
         if word.lower() in question_words or _stem(word) in question_stems or word in _RUN_BREAKS:
@@ -642,7 +646,7 @@ def narrow_to_answer(question: str, text: str, start: int, end: int) -> tuple[in
             pieces[-1].append(token)
     cuts.append(None)
     best: tuple[float, int, int, list[re.Match[str]]] | None = None
-    for piece, cut in zip(pieces, cuts):
+    for piece, before, cut in zip(pieces, cuts, cuts[1:]):
         while piece and (piece[0].group().lower() in _EDGE_WORDS or not piece[0].group()[0].isalnum()):
             piece = piece[1:]
         while piece and (piece[-1].group().lower() in _EDGE_WORDS or not piece[-1].group()[0].isalnum()):
@@ -654,6 +658,8 @@ def narrow_to_answer(question: str, text: str, start: int, end: int) -> tuple[in
         if noun and cut is not None and cut.group().lower().rstrip("s") == noun and cut.start() - last <= 1:
             score += 1.0
             last = cut.end()
+        if last_word and before is not None and _stem(before.group()) == last_word:
+            score += 0.5  # "what can parrots imitate?": what follows the question's last word
         if best is None or score > best[0]:
             best = (score, first, last, piece)
     if best is None:

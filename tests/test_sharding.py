@@ -98,6 +98,26 @@ def test_sharded_qa_rerank_equals_unsharded_at_the_readers_weight(collection, we
         assert [[h.doc_id for h in hits] for hits in expected] == [[h.doc_id for h in hits] for hits in plain]
 
 
+@pytest.mark.parametrize(("fusion", "feedback"), [("weighted", 0.0), ("weighted", 1.0), ("rrf", 0.5)])
+def test_sharded_hybrid_equals_unsharded_whatever_the_fusion(collection, fusion: str, feedback: float) -> None:
+    source, sharded, _ = collection
+    where = {"year": {"$gte": 2018}}
+    expected = source.search_batch(QUERIES, 6, mode="hybrid", fusion=fusion, feedback=feedback, where=where)
+    found = sharded.search_batch(QUERIES, 6, mode="hybrid", fusion=fusion, feedback=feedback, where=where)
+    for want, got in zip(expected, found):
+        assert [(h.doc_id, h.start) for h in got] == [(h.doc_id, h.start) for h in want]
+        assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+
+
+def test_a_shard_losing_a_ranked_chunk_fails_the_search_rather_than_return_fewer_hits(collection, monkeypatch) -> None:
+    _, sharded, _ = collection
+    searcher = sharded.shards[0].searcher
+    original = searcher.hits
+    monkeypatch.setattr(searcher, "hits", lambda rankings: [hits[1:] for hits in original(rankings)])
+    with pytest.raises(SearchkitError, match=r"shard 0 .* changed while it was searched"):
+        sharded.search_batch(QUERIES, 8, mode="hybrid")
+
+
 def test_lexical_scores_use_the_whole_collections_statistics(collection) -> None:
     """Scored with one shard's own numbers, a chunk's BM25 differs; with the summed ones it is the unsharded score."""
     source, sharded, _ = collection

@@ -177,9 +177,12 @@ def test_paragraph_documents_map_questions_to_their_paragraph(small_squad: Path)
     assert mapping == {"e1": "0-0", "e2": "0-0", "m1": "1-0", "m2": "1-1"}
 
 
-def test_read_gold_with_the_sentence_reader(small_squad: Path, embedder) -> None:
+def test_read_gold_with_the_sentence_readers(small_squad: Path, embedder) -> None:
     data = load_squad(small_squad)
-    reading = read_gold(SentenceReader(embedder), data, batch=3)
+    phrase = read_gold(SentenceReader(embedder), data, batch=3)
+    assert phrase.predictions["m1"] == "Neil Armstrong"  # the default narrows the sentence to the answer
+    assert phrase.metrics["exact_match"] > 0.0
+    reading = read_gold(SentenceReader(embedder, narrow=False), data, batch=3)
     assert reading.predictions["m1"] == "Neil Armstrong walked on the Moon in 1969."
     assert reading.predictions["m2"] == ROME
     # Whole sentences contain the answers, so F1 is partial and exact match is zero here.

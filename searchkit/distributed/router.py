@@ -262,8 +262,15 @@ class ShardedIndex(Answering):
         calls = [shard.submit("hits", rows) for shard, rows in zip(self.shards, local)]
         found = {(row, hit.chunk_id * count + number): hit
                  for number, call in enumerate(calls) for row, hits in enumerate(call.result()) for hit in hits}
+        for row, ranking in enumerate(rankings):
+            for chunk_id, _ in ranking:
+                if (row, chunk_id) not in found:  # fewer hits than ranked would be a silent wrong answer
+                    raise SearchkitError(
+                        f"{self.shards[chunk_id % count].name} changed while it was searched (a chunk it ranked is "
+                        "gone); a sharded collection is read-only: shard the source index again, then search"
+                    )
         return [[replace(found[row, chunk_id], chunk_id=chunk_id, rank=rank, score=score)
-                 for rank, (chunk_id, score) in enumerate(((c, s) for c, s in ranking if (row, c) in found), start=1)]
+                 for rank, (chunk_id, score) in enumerate(ranking, start=1)]
                 for row, ranking in enumerate(rankings)]
 
     def _merged(self, per_shard: list[list[list[Hit]]], k: int) -> list[list[Hit]]:
