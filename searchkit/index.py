@@ -416,7 +416,7 @@ class Index(Answering):
         normalised scores, dense weighted by ``hybrid_weight``, or ``rrf``, reciprocal rank
         fusion). A hybrid search then moves the query vector ``feedback`` of the way towards
         its top fused chunks and fuses once more (0: once only). Left out, each comes from the
-        index's search settings (``config.search``: dense, weighted, 0.6, feedback 1 unless
+        index's search settings (``config.search``: dense, weighted, 0.6, feedback 0.5 unless
         ``searchkit tune`` chose others; see :mod:`searchkit.retrieval`). Hit scores are the
         mode's own (for weighted hybrid, the mix of z-scores). ``rerank="qa"`` reads the candidates with
         the question-answering reader and reorders them by answer evidence combined with

@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from searchkit.config import SearchConfig
 from searchkit.datasets import BeirDataset
+from searchkit.embedding import encode_queries
 from searchkit.evaluation import CHUNKS_PER_DOCUMENT
 from searchkit.index import Index
 from searchkit.lexical import Bm25, Postings
 from searchkit.metrics import Run, evaluate_run
-from searchkit.embedding import encode_queries
 from searchkit.retrieval import HYBRID_CANDIDATES, Candidates, Fusion, LexicalSide, candidates_of, hybrid_rank
 
 __all__ = ["Trial", "TuneResult", "search_grid", "split_queries", "paired_randomization_test", "tune"]

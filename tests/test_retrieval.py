@@ -176,6 +176,10 @@ def test_unknown_mode_is_a_clear_error(small_index) -> None:
         small_index.search("bread", mode="fuzzy")
     with pytest.raises(QueryError, match="unknown fusion"):
         small_index.search("bread", mode="hybrid", fusion="max")
+    with pytest.raises(QueryError, match=r"feedback must be a number between 0 and 10, got -1"):
+        small_index.search("bread", mode="hybrid", feedback=-1)
+    with pytest.raises(QueryError, match=r"hybrid_weight must be a number between 0 and 1, got True"):
+        small_index.search("bread", mode="hybrid", hybrid_weight=True)
 
 
 def test_bm25_scores_follow_the_formula() -> None:
