@@ -109,6 +109,30 @@ def test_sharded_hybrid_equals_unsharded_whatever_the_fusion(collection, fusion:
         assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
 
 
+def test_hybrid_with_feedback_calls_each_shard_four_times(collection, monkeypatch) -> None:
+    """Statistics, candidates (with each shard's likely feedback vectors), candidates again, hits: the
+    feedback round costs no call of its own when its chunks came with the first candidates."""
+    _, sharded, _ = collection
+    called: list[str] = []
+    for shard in sharded.shards:
+        original = shard.submit
+        monkeypatch.setattr(shard, "submit", lambda method, *args, original=original: called.append(method) or original(method, *args))
+    sharded.search_batch(QUERIES, 5, mode="hybrid", feedback=0.5)
+    assert called == ["term_statistics"] * 3 + ["candidates"] * 3 + ["candidates"] * 3 + ["hits"] * 3
+
+
+def test_feedback_chunks_missing_from_the_first_round_are_fetched(collection, monkeypatch) -> None:
+    source, sharded, _ = collection
+    for shard in sharded.shards:
+        original = shard.searcher.candidates
+        monkeypatch.setattr(shard.searcher, "candidates", lambda *args, original=original: [
+            (c, ids[:0], rows[:0]) for c, ids, rows in original(*args)])  # no likely vectors sent along
+    expected = source.search_batch(QUERIES, 6, mode="hybrid", feedback=0.5)
+    found = sharded.search_batch(QUERIES, 6, mode="hybrid", feedback=0.5)
+    assert [[h.doc_id for h in hits] for hits in found] == [[h.doc_id for h in hits] for hits in expected]
+    assert np.allclose([h.score for hits in found for h in hits], [h.score for hits in expected for h in hits], atol=1e-5)
+
+
 def test_a_shard_losing_a_ranked_chunk_fails_the_search_rather_than_return_fewer_hits(collection, monkeypatch) -> None:
     _, sharded, _ = collection
     searcher = sharded.shards[0].searcher

@@ -42,7 +42,7 @@ from searchkit.errors import QueryError, SearchkitError
 from searchkit.filters import Where, compile_filter, compile_where
 from searchkit.index import QA_CANDIDATES, Answering, DocumentPage, Hit, Index, check_k, check_query, search_options
 from searchkit.lexical import TermStatistics
-from searchkit.retrieval import Candidates, Fusion, Mode, Ranking, hybrid_rank
+from searchkit.retrieval import FEEDBACK_CHUNKS, HYBRID_WEIGHT, Candidates, Fusion, Mode, Ranking, fuse, hybrid_rank
 from searchkit.state import read_manifest
 from searchkit.store import StoredDocument
 
@@ -90,9 +90,23 @@ class ShardSearcher:
         return self.index.search_batch(queries, k, where=where, mode=Mode.LEXICAL, statistics=statistics)
 
     def candidates(
-        self, vectors: np.ndarray, queries: list[str], depth: int, where: Where | None, statistics: list[TermStatistics]
-    ) -> list[Candidates]:
-        return self.index.hybrid_candidates(vectors, queries, depth, where=where, statistics=statistics)
+        self, vectors: np.ndarray, queries: list[str], depth: int, where: Where | None, statistics: list[TermStatistics],
+        weight: float = HYBRID_WEIGHT, likely: int = 0,
+    ) -> list[tuple[Candidates, np.ndarray, np.ndarray]]:
+        """Each query's candidates here, with the ids and vectors of its ``likely`` best by this shard's own fusion.
+
+        The router's feedback round needs the vectors of the collection's top fused chunks;
+        they are nearly always among each shard's own top few, so sending those along saves
+        a round trip (the router asks for any that are not).
+        """
+        found = self.index.hybrid_candidates(vectors, queries, depth, where=where, statistics=statistics)
+        none = np.zeros(0, dtype=np.int64), np.zeros((0, len(vectors[0]) if len(vectors) else 0), dtype=np.float32)
+        if not likely:
+            return [(candidates, *none) for candidates in found]
+        tops = [[chunk_id for chunk_id, _ in fuse(c, Fusion.WEIGHTED, weight, depth, likely)] for c in found]
+        rows = self.index.embeddings(tops)
+        return [(c, np.array(top, dtype=np.int64), row) if len(row) == len(top) else (c, *none)
+                for c, top, row in zip(found, tops, rows)]
 
     def embeddings(self, ids: list[list[int]]) -> list[np.ndarray]:
         return self.index.embeddings(ids)
@@ -234,7 +248,8 @@ class ShardedIndex(Answering):
             return self._dense(encode_queries(self.embedder, queries), k, where)
         if mode is Mode.LEXICAL:
             return self._lexical(queries, k, where)
-        source = _ShardedCandidates(self, queries, where, self._statistics(queries))
+        likely = 2 * FEEDBACK_CHUNKS if feedback > 0 and fusion is Fusion.WEIGHTED else 0
+        source = _ShardedCandidates(self, queries, where, self._statistics(queries), hybrid_weight, likely)
         return self._hits(hybrid_rank(source, encode_queries(self.embedder, queries), k, fusion, hybrid_weight, feedback))
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, where: Where | None = None) -> list[list[Hit]]:
@@ -333,26 +348,52 @@ class ShardedIndex(Answering):
 
 
 class _ShardedCandidates:
-    """The :class:`~searchkit.retrieval.CandidateSource` of a sharded collection: each shard's candidates, joined."""
+    """The :class:`~searchkit.retrieval.CandidateSource` of a sharded collection: each shard's candidates, joined.
 
-    def __init__(self, index: ShardedIndex, queries: list[str], where: Where | None, statistics: list[TermStatistics]) -> None:
+    The first round also brings each shard's ``likely`` feedback chunks with their vectors,
+    so the feedback round usually needs no call of its own.
+    """
+
+    def __init__(
+        self, index: ShardedIndex, queries: list[str], where: Where | None, statistics: list[TermStatistics],
+        weight: float, likely: int,
+    ) -> None:
         self.index = index
         self.queries = queries
         self.where = where
         self.statistics = statistics
+        self.weight = weight
+        self.likely = likely
+        self.known: dict[tuple[int, int], np.ndarray] = {}  # (query, collection-wide chunk id): its vector
 
     def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
         count = len(self.index.shards)
-        per_shard = self.index._all("candidates", vectors, self.queries, depth, self.where, self.statistics)
-        return [Candidates.joined([replace(part, ids=part.ids * count + number) for number, part in enumerate(row)])
-                for row in zip(*per_shard)]
+        per_shard = self.index._all(
+            "candidates", vectors, self.queries, depth, self.where, self.statistics, self.weight, self.likely
+        )
+        self.likely = 0  # only the first round's top chunks feed back
+        joined = []
+        for row, parts in enumerate(zip(*per_shard)):
+            for number, (_, ids, rows) in enumerate(parts):
+                self.known.update(((row, int(i) * count + number), vector) for i, vector in zip(ids, rows))
+            joined.append(Candidates.joined([replace(part, ids=part.ids * count + number)
+                                             for number, (part, _, _) in enumerate(parts)]))
+        return joined
 
     def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         count = len(self.index.shards)
-        calls = [shard.submit("embeddings", [[i // count for i in row if i % count == number] for row in ids])
-                 for number, shard in enumerate(self.index.shards)]
-        per_shard = [call.result() for call in calls]
-        return [np.concatenate(row) for row in zip(*per_shard)]
+        missing = [[i for i in chunk_ids if (row, i) not in self.known] for row, chunk_ids in enumerate(ids)]
+        if any(missing):
+            calls = [shard.submit("embeddings", [[i // count for i in row if i % count == number] for row in missing])
+                     for number, shard in enumerate(self.index.shards)]
+            for number, call in enumerate(calls):
+                for row, vectors in enumerate(call.result()):
+                    wanted = [i for i in missing[row] if i % count == number]
+                    if len(vectors) == len(wanted):  # a chunk deleted meanwhile has none: it is left out below
+                        self.known.update(((row, i), vector) for i, vector in zip(wanted, vectors))
+        dimension = self.index.config.model.dimension
+        return [np.array([self.known[row, i] for i in chunk_ids if (row, i) in self.known], dtype=np.float32).reshape(-1, dimension)
+                for row, chunk_ids in enumerate(ids)]
 
 
 def query_embedder(config: IndexConfig, model: str | Embedder | None, precision: str) -> Embedder:
