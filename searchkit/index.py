@@ -490,6 +490,10 @@ class Index(Answering):
         """The stored vectors of each list of chunk ids, as many rows as were found (for a router's feedback)."""
         return self._retriever.embeddings(ids)
 
+    def stored_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids found, their stored vectors): from the vector index's memory where it keeps them."""
+        return self._retriever.stored(np.asarray(ids, dtype=np.int64))
+
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit]]:
         """Hits, with their text, for rankings of this index's chunks made elsewhere (a router's fusion)."""
         return self._hits(lambda: [list(ranking) for ranking in rankings], attempts=1)

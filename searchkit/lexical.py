@@ -138,7 +138,7 @@ def bm25_scores(
     ids = sorted_unique(np.concatenate([chunk_ids for chunk_ids, _ in postings.terms.values()]))
     known_ids, known_lengths = postings.lengths
     # a chunk deleted between the two reads has no length: it is left out rather than guessed
-    sized = _positions(known_ids, ids)
+    sized = positions(known_ids, ids)
     ids, sized = ids[sized >= 0], sized[sized >= 0]
     if not len(ids):
         return empty
@@ -149,7 +149,7 @@ def bm25_scores(
     for term, (chunk_ids, counts) in postings.terms.items():
         df = collection.frequencies.get(term, len(chunk_ids)) if collection is not None else len(chunk_ids)
         idf = math.log(1.0 + (total_chunks - df + 0.5) / (df + 0.5))
-        at = _positions(ids, chunk_ids)
+        at = positions(ids, chunk_ids)
         present = at >= 0
         at, tf = at[present], counts[present].astype(np.float64)
         scores[at] += idf * tf * (k1 + 1.0) / (tf + norm[at])
@@ -162,7 +162,7 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
-def _positions(ascending: np.ndarray, values: np.ndarray) -> np.ndarray:
+def positions(ascending: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Where each of ``values`` lies in ``ascending``, −1 where it is absent (a binary search each, no set operations)."""
     if not len(ascending):
         return np.full(len(values), -1, dtype=np.int64)

@@ -35,7 +35,7 @@ from searchkit.config import SearchConfig
 from searchkit.embedding import Embedder, encode_queries
 from searchkit.fieldindex import FieldIndex
 from searchkit.filters import Filter
-from searchkit.lexical import Bm25, TermStatistics
+from searchkit.lexical import Bm25, TermStatistics, positions
 from searchkit.store import Store
 from searchkit.vectors import VectorBackend
 
@@ -229,11 +229,9 @@ class LexicalSide:
 
     def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """Each chunk's BM25, 0 for a chunk without a query term."""
+        at = positions(self.ids, chunk_ids)
         out = np.zeros(len(chunk_ids))
-        if len(self.ids):
-            at = np.minimum(np.searchsorted(self.ids, chunk_ids), len(self.ids) - 1)
-            holds = self.ids[at] == chunk_ids
-            out[holds] = self.scores[at[holds]]
+        out[at >= 0] = self.scores[at[at >= 0]]
         return out
 
 

@@ -135,8 +135,8 @@ class _Rankings:
 
     Hybrid settings go through :func:`~searchkit.retrieval.hybrid_rank` itself, with a
     :class:`~searchkit.retrieval.CandidateSource` that remembers every dense search by its
-    query vector and every chunk's stored vector, so the feedback rounds of hundreds of
-    settings search only for the vectors not seen before.
+    query vector, so the feedback rounds of hundreds of settings search only for the vectors
+    not seen before.
     """
 
     def __init__(self, index: Index, queries: Mapping[str, str], progress: bool) -> None:
@@ -149,7 +149,6 @@ class _Rankings:
         self.postings: dict[str, Postings | None] = {}
         self.documents: dict[int, str] = {}
         self._nearest: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-        self._vectors: dict[int, np.ndarray] = {}
         vectors = []
         with tqdm(total=len(self.ids), unit="query", desc="reading rankings", disable=not progress) as bar:
             for start in range(0, len(self.ids), 64):
@@ -175,17 +174,6 @@ class _Rankings:
                                             np.array([hit.score for hit in hits]))
                 self.documents.update((hit.chunk_id, hit.doc_id) for hit in hits)
         return [(ids[:depth], scores[:depth]) for ids, scores in (self._nearest[key] for key in keys)]
-
-    def stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, stored vectors) of the chunks among ``ids`` that exist, each read from the store once."""
-        missing = np.array([i for i in ids.tolist() if i not in self._vectors], dtype=np.int64)
-        if len(missing):
-            found, vectors = self.store.embeddings_for(missing, self.index.config.model.dimension)
-            self._vectors.update(zip(found.tolist(), vectors))
-        present = [i for i in ids.tolist() if i in self._vectors]
-        rows = [self._vectors[i] for i in present]
-        dimension = self.index.config.model.dimension
-        return np.array(present, dtype=np.int64), (np.stack(rows) if rows else np.zeros((0, dimension), np.float32))
 
     def source(self, k1: float, b: float) -> _TuningCandidates:
         """The candidate source of one BM25 setting, made once."""
@@ -232,7 +220,7 @@ class _TuningCandidates:
 
     def candidates(self, vectors: np.ndarray, depth: int) -> list[Candidates]:
         if depth not in self._sides:
-            self._sides[depth] = [LexicalSide.of(scored, depth, self.rankings.stored) for scored in self.scored]
+            self._sides[depth] = [LexicalSide.of(scored, depth, self.rankings.index.stored_vectors) for scored in self.scored]
         keys = [(row, vector.tobytes(), depth) for row, vector in enumerate(vectors)]
         missing = [key for key in keys if key not in self._made]
         if missing:
@@ -242,7 +230,7 @@ class _TuningCandidates:
         return [self._made[key] for key in keys]
 
     def embeddings(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        return [self.rankings.stored(np.asarray(row, dtype=np.int64))[1] for row in ids]
+        return self.rankings.index.embeddings(ids)
 
 
 def _per_query(run: Run, qrels: Mapping[str, Mapping[str, int]], ids: Sequence[str]) -> np.ndarray:

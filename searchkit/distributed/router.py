@@ -100,7 +100,7 @@ class ShardSearcher:
         a round trip (the router asks for any that are not).
         """
         found = self.index.hybrid_candidates(vectors, queries, depth, where=where, statistics=statistics)
-        none = np.zeros(0, dtype=np.int64), np.zeros((0, len(vectors[0]) if len(vectors) else 0), dtype=np.float32)
+        none = np.zeros(0, dtype=np.int64), np.zeros((0, self.index.config.model.dimension), dtype=np.float32)
         if not likely:
             return [(candidates, *none) for candidates in found]
         tops = [[chunk_id for chunk_id, _ in fuse(c, Fusion.WEIGHTED, weight, depth, likely)] for c in found]
