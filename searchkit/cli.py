@@ -490,6 +490,7 @@ def train_reader_command(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data (the time limit may end it sooner).")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
+    dropout: Annotated[float, typer.Option(help="Dropout while training; off by default, as short runs do not overfit.")] = 0.0,
     time_limit: Annotated[
         float,
         typer.Option(
@@ -519,7 +520,7 @@ def train_reader_command(
     data = load_squad(squad_json, parse_articles(articles))
     report_problems(data.problems, squad_json)
     report = train_reader(
-        data, out, base=base, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        data, out, base=base, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
         time_limit=time_limit * 60 or None, max_examples=max_examples, eval_fraction=eval_fraction, device=device,
         precision=precision, threads=threads, resume=not restart, progress=not as_json,
         rerank_questions=rerank_questions,

@@ -13,6 +13,8 @@ processes already filling the cores, one thread ran a training step 2-3x faster 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,8 @@ from searchkit.errors import ConfigError
 from searchkit.precision import bf16_cpu_flags
 
 __all__ = [
-    "DEVICE_CHOICES", "TORCH_PRECISIONS", "autocast", "cpu_threads", "resolve_device", "resolve_torch_precision", "set_threads",
+    "DEVICE_CHOICES", "TORCH_PRECISIONS", "autocast", "cpu_threads", "keep_freed_memory", "resolve_device",
+    "resolve_torch_precision", "set_threads",
 ]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -87,3 +90,26 @@ def set_threads(threads: int) -> Any:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     return previous
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(limit: int = 1 << 30) -> bool:
+    """Have glibc keep up to ``limit`` bytes of freed memory for reuse; False where it is not glibc.
+
+    A training step's tensors change size with every batch of windows, and glibc maps each
+    large one afresh and hands it back when freed: the page faults took a quarter of the CPU
+    time and 9% of a float32 step here (950 against 863 us a token). Process-wide, so only
+    for a process that trains.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))

@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 
 from searchkit.config import DEFAULT_MODEL
 from searchkit.embedding import resolve_model
-from searchkit.device import autocast, cpu_threads, resolve_device, resolve_torch_precision, set_threads
+from searchkit.device import (
+    autocast, cpu_threads, keep_freed_memory, resolve_device, resolve_torch_precision, set_threads,
+)
 from searchkit.errors import ConfigError, SearchkitError
 from searchkit.reader import READER_INFO_FILE, SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
 from searchkit.squad import SquadData, SquadExample, read_gold
@@ -47,6 +49,7 @@ __all__ = [
     "collate",
     "span_loss",
     "learning_rate_factor",
+    "set_dropout",
     "READER_INFO_FILE",
     "CHECKPOINT_FILE",
 ]
@@ -57,6 +60,10 @@ MAX_QUESTION_TOKENS = 64
 DEFAULT_EPOCHS = 3
 DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_EVAL_FRACTION = 0.05
+# Dropout while training: off. A CPU's 20 minutes are one or two epochs, too short to overfit; without it a
+# float32 step took 905 instead of 1,330 us a token here (drawing the masks is slow on a CPU), and the reader
+# learned more from each question: F1 66.0 after 1.15 epochs against 65.0 after 1.46 with dropout 0.1.
+DEFAULT_DROPOUT = 0.0
 # Seconds of training: what a user on a laptop CPU waits for a reader.
 DEFAULT_TIME_LIMIT = 20 * 60.0
 # Held-out questions on which the QA rerank weight is fitted: each reads 20 retrieved chunks.
@@ -219,6 +226,19 @@ def span_loss(model: Any, batch: dict[str, Any]) -> Any:
     return (losses[0] + losses[1]) / 2
 
 
+def set_dropout(model: Any, probability: float) -> None:
+    """Set every dropout layer of ``model`` to ``probability``, attention dropout included.
+
+    Done on the modules rather than the config, so it holds for any architecture, and the
+    saved config keeps the base model's values.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+
+
 def learning_rate_factor(progress: float, warmup_fraction: float) -> float:
     """The share of the peak rate at ``progress`` (0 to 1): linear warm-up, then linear decay to zero."""
     if progress < warmup_fraction:
@@ -228,7 +248,7 @@ def learning_rate_factor(progress: float, warmup_fraction: float) -> float:
 
 def _check_settings(
     epochs: int, batch_size: int, learning_rate: float, eval_fraction: float, max_length: int, stride: int,
-    warmup_fraction: float, time_limit: float | None,
+    warmup_fraction: float, dropout: float, time_limit: float | None,
 ) -> None:
     check_window(max_length, stride, MAX_QUESTION_TOKENS)
     if epochs < 1 or batch_size < 1:
@@ -239,6 +259,8 @@ def _check_settings(
         raise ConfigError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not 0.0 <= warmup_fraction < 1.0:
         raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"time_limit must be a positive number of seconds, got {time_limit}")
 
@@ -252,6 +274,7 @@ def train_reader(
     batch_size: int = 16,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     warmup_fraction: float = 0.1,
+    dropout: float = DEFAULT_DROPOUT,
     max_length: int = 384,
     stride: int = 128,
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
@@ -272,6 +295,7 @@ def train_reader(
 
     The recipe is made for a small data set and a CPU: every window of every question,
     batches of windows of similar length padded only to their longest (:func:`epoch_batches`),
+    no ``dropout`` (the runs are too short to overfit, and its masks cost a third of a CPU step),
     bfloat16 autocast where the hardware runs it natively (``precision="auto"``), a GPU when
     there is one (``device="auto"``), and several epochs under one schedule: linear warm-up
     over ``warmup_fraction`` of the run, then linear decay to zero, AdamW with weight decay
@@ -297,7 +321,9 @@ def train_reader(
     """
     import torch
 
-    _check_settings(epochs, batch_size, learning_rate, eval_fraction, max_length, stride, warmup_fraction, time_limit)
+    _check_settings(
+        epochs, batch_size, learning_rate, eval_fraction, max_length, stride, warmup_fraction, dropout, time_limit
+    )
     say = log or logger.info
     examples = train.examples[:max_examples] if max_examples is not None else train.examples
     fit, held_out = split_held_out(examples, eval_fraction, seed)
@@ -310,15 +336,17 @@ def train_reader(
     probe = [1, os.cpu_count() or 1] if device == "cpu" and threads is None and (os.cpu_count() or 1) > 1 else []
     settings = {
         "base": base, "base_location": resolve_model(base), "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "warmup_fraction": warmup_fraction, "max_length": max_length,
+        "learning_rate": learning_rate, "warmup_fraction": warmup_fraction, "dropout": dropout, "max_length": max_length,
         "stride": stride, "eval_fraction": eval_fraction, "max_examples": max_examples, "seed": seed,
         "time_limit": time_limit, "precision": arithmetic,
         "questions": _fingerprint(fit),
     }
     previous_threads = set_threads(used_threads)
+    keep_freed_memory()
     try:
         torch.manual_seed(seed)
         tokenizer, model = load_qa_model(base, device=device, allow_untrained_head=True)
+        set_dropout(model, dropout)
         features = prepare_features(tokenizer, fit, max_length, stride)
         report = TrainReport(
             Path(out_dir), 0, planned_steps=epochs * math.ceil(len(features) / batch_size), train_examples=len(fit),
@@ -377,7 +405,11 @@ class _Loop:
         self.settings, self.say, self.device, self.precision = settings, say, device, precision
         self.checkpoint_every, self.log_every, self.progress = checkpoint_every, log_every, progress
         self.lengths = [len(f["input_ids"]) for f in features]
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.01)
+        # The fused kernel updates all parameters in one pass: its per-tensor loop took 9% of a float32 step here.
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=settings["learning_rate"], weight_decay=0.01,
+            fused=device.split(":")[0] in ("cpu", "cuda"),
+        )
         self.checkpoint_path = report.out_dir / CHECKPOINT_FILE
         self.epoch = self.batch = 0
         self.elapsed = 0.0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +43,27 @@ def test_threads_are_the_cores_the_load_leaves_free(monkeypatch: pytest.MonkeyPa
     assert device.cpu_threads(6) == 6
     with pytest.raises(ConfigError):
         device.cpu_threads(0)
+
+
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_keep_freed_memory_keeps_a_freed_block_for_reuse() -> None:
+    if not Path("/proc/self/statm").is_file() or not device.keep_freed_memory(GLIBC_DEFAULT_THRESHOLD):
+        pytest.skip("needs glibc and /proc to observe")
+    try:
+        before = _resident_bytes()
+        buffer = np.ones(256 << 20, dtype=np.uint8)
+        del buffer
+        still_held = _resident_bytes() - before  # the default: a block this large is unmapped when freed
+        assert still_held < 64 << 20
+        assert device.keep_freed_memory()
+        buffer = np.ones(256 << 20, dtype=np.uint8)
+        del buffer
+        assert _resident_bytes() - before > 200 << 20  # kept for the next step's tensors
+    finally:
+        device.keep_freed_memory(GLIBC_DEFAULT_THRESHOLD)

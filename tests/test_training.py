@@ -24,6 +24,7 @@ from searchkit.training import (
     epoch_batches,
     learning_rate_factor,
     prepare_features,
+    set_dropout,
     span_loss,
     split_held_out,
     train_reader,
@@ -201,21 +202,51 @@ TINY = {"epochs": 2, "batch_size": 8, "learning_rate": 2e-4, "eval_fraction": 0.
 
 @pytest.mark.usefixtures("one_thread")
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(people: SquadData, tmp_path: Path) -> None:
-    whole = train_reader(people, tmp_path / "whole", **TINY)
+    """With dropout on, so the random generators' state must travel in the checkpoint too."""
+    settings = {**TINY, "dropout": 0.1}
+    whole = train_reader(people, tmp_path / "whole", **settings)
     assert whole.steps == whole.planned_steps == 8 and whole.stopped_by == "epochs"
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()  # removed once the reader is saved
 
     with pytest.raises(TrainingInterrupted, match="at step 5.*run the same command again"):
-        train_reader(people, tmp_path / "split", **{**TINY, "log": Interrupt(5)})
+        train_reader(people, tmp_path / "split", **{**settings, "log": Interrupt(5)})
     assert (tmp_path / "split" / CHECKPOINT_FILE).is_file()
     with pytest.raises(ConfigError, match="other settings.*learning_rate.*--restart"):
-        train_reader(people, tmp_path / "split", **{**TINY, "learning_rate": 1e-4})
-    resumed = train_reader(people, tmp_path / "split", **TINY)
+        train_reader(people, tmp_path / "split", **{**settings, "learning_rate": 1e-4})
+    resumed = train_reader(people, tmp_path / "split", **settings)
     assert resumed.resumed_from == 5 and resumed.steps == 8
     assert resumed.losses == pytest.approx(whole.losses)
     a = SpanReader(tmp_path / "whole", precision="fp32").model.state_dict()
     b = SpanReader(tmp_path / "split", precision="fp32").model.state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_set_dropout_reaches_every_dropout_layer_attention_included(people: SquadData) -> None:
+    tokenizer, model = load_qa_model("all-MiniLM-L6-v2", allow_untrained_head=True)
+    batch = collate(tokenizer, prepare_features(tokenizer, people.examples[:4], 96, 16))
+    inputs = {k: v for k, v in batch.items() if k in tokenizer.model_input_names}
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(**inputs).start_logits, model(**inputs).start_logits)
+        set_dropout(model, 0.0)
+        assert torch.equal(model(**inputs).start_logits, model(**inputs).start_logits)
+    for layer in model.bert.encoder.layer:  # attention reads its rate from its dropout layer: on alone, it shows
+        layer.attention.self.dropout.p = 0.1
+    with torch.no_grad():
+        assert not torch.equal(model(**inputs).start_logits, model(**inputs).start_logits)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_is_without_dropout_by_default_and_the_saved_config_keeps_the_base_values(
+    people: SquadData, tmp_path: Path
+) -> None:
+    train_reader(people, tmp_path / "reader", **TINY)
+    info = json.loads((tmp_path / "reader" / READER_INFO_FILE).read_text(encoding="utf-8"))
+    assert info["settings"]["dropout"] == 0.0
+    config = json.loads((tmp_path / "reader" / "config.json").read_text(encoding="utf-8"))
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
+    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        train_reader(people, tmp_path / "other", **{**TINY, "dropout": 1.0})
 
 
 @pytest.mark.usefixtures("one_thread")
