@@ -61,8 +61,9 @@ DEFAULT_EPOCHS = 3
 DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_EVAL_FRACTION = 0.05
 # Dropout while training: off. A CPU's 20 minutes are one or two epochs, too short to overfit; without it a
-# float32 step took 905 instead of 1,330 us a token here (drawing the masks is slow on a CPU), and the reader
-# learned more from each question: F1 66.0 after 1.15 epochs against 65.0 after 1.46 with dropout 0.1.
+# float32 step took 988 instead of 1,892 us a token on 2 cores (benchmarks/results/train_step.md: drawing the
+# masks is slow on a CPU), and the reader learned more from each question: SQuAD F1 66.0 after 1.15 epochs,
+# against 65.0 after 1.46 with dropout 0.1 (benchmarks/results/qa.md).
 DEFAULT_DROPOUT = 0.0
 # Seconds of training: what a user on a laptop CPU waits for a reader.
 DEFAULT_TIME_LIMIT = 20 * 60.0
@@ -405,7 +406,8 @@ class _Loop:
         self.settings, self.say, self.device, self.precision = settings, say, device, precision
         self.checkpoint_every, self.log_every, self.progress = checkpoint_every, log_every, progress
         self.lengths = [len(f["input_ids"]) for f in features]
-        # The fused kernel updates all parameters in one pass: its per-tensor loop took 9% of a float32 step here.
+        # The fused kernel updates all parameters in one pass instead of a loop per tensor: 905 against 824 us a
+        # token in an ad hoc float32 run on 2 cores, within noise in benchmarks/results/train_step.md.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=settings["learning_rate"], weight_decay=0.01,
             fused=device.split(":")[0] in ("cpu", "cuda"),
