@@ -101,15 +101,12 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
 
     A training step's tensors change size with every batch of windows, and glibc maps each
     large one afresh and hands it back when freed: the page faults took a quarter of the CPU
-    time and 9% of a float32 step here (950 against 863 us a token). Process-wide, so only
-    for a process that trains.
+    time, and keeping the memory made a float32 step 7% faster on 2 cores (1,010 against 944
+    us a token, ``benchmarks/results/train_step.md``). Process-wide, so only for a process
+    that trains.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
