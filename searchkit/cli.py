@@ -488,7 +488,7 @@ def train_reader_command(
         str | None, typer.Option(metavar="RANGE", help="Articles to train on, 1-based, such as 1-28 [default: all].")
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training data (the time limit may end it sooner).")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per optimisation step.")] = 8,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
     dropout: Annotated[float, typer.Option(help="Dropout while training; off by default, as short runs do not overfit.")] = 0.0,
     time_limit: Annotated[
