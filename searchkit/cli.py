@@ -538,6 +538,7 @@ def train_reader_command(
     else:
         summary += (
             f"; held-out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}"
+            f" with answers of up to {report.max_answer_tokens} tokens (the limit fitted on them)"
         )
     typer.echo(summary)
     if report.rerank:

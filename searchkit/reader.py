@@ -55,6 +55,7 @@ __all__ = [
     "SENTENCE_READER",
     "DEFAULT_RERANK_WEIGHT",
     "READER_INFO_FILE",
+    "DEFAULT_MAX_ANSWER_TOKENS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ SENTENCE_READER = "sentence"
 READER_INFO_FILE = "searchkit-reader.json"
 # The QA rerank's share for retrieval scores when nothing was measured for the reader (see rerank_fit.py).
 DEFAULT_RERANK_WEIGHT = 0.5
+# The longest answer, in tokens, a span reader returns when train-reader fitted none for it (the usual SQuAD limit).
+DEFAULT_MAX_ANSWER_TOKENS = 30
 _DEFAULT_NAMES = frozenset({"", "default", DEFAULT_READER})
 # Guillemets rarely occur in English text, so a marked answer stays unambiguous.
 ANSWER_MARKERS = ("«", "»")
@@ -363,7 +366,8 @@ class SpanReader(_BatchReader):
     tokens shared between neighbours, the standard SQuAD setting of 384/128); the best
     spans of all its windows compete, and a span seen in two windows keeps its better
     score. Questions are cut to ``max_question_tokens`` so a long one cannot crowd out
-    the passage.
+    the passage. Answers are at most ``max_answer_tokens`` long: by default the limit
+    train-reader fitted on its held-out questions (recorded beside the weights), else 30.
 
     ``device`` and ``precision`` are ``auto`` by default (see :mod:`searchkit.device`): a GPU
     when torch sees one, and bfloat16 autocast where the hardware runs it natively.
@@ -379,7 +383,7 @@ class SpanReader(_BatchReader):
         batch_size: int = 16,
         max_length: int = 384,
         stride: int = 128,
-        max_answer_tokens: int = 30,
+        max_answer_tokens: int | None = None,
         max_question_tokens: int = 64,
         device: str | None = None,
         precision: str = "auto",
@@ -390,16 +394,19 @@ class SpanReader(_BatchReader):
         check_window(max_length, stride, max_question_tokens)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if max_answer_tokens is not None and max_answer_tokens < 1:
+            raise ConfigError(f"max_answer_tokens must be at least 1, got {max_answer_tokens}")
         self.name = str(model)
         self.batch_size = batch_size
         self.max_length = max_length
         self.stride = stride
-        self.max_answer_tokens = max_answer_tokens
+        info = _reader_info(model)
+        self.max_answer_tokens = max_answer_tokens or _learned_answer_tokens(info, model)
         self.max_question_tokens = max_question_tokens
         self.device = resolve_device(device or os.environ.get("SEARCHKIT_DEVICE", "auto"))
         self.precision = resolve_torch_precision(precision, self.device)
         self.tokenizer, self.model = load_qa_model(model, device=self.device, allow_untrained_head=allow_untrained_head)
-        self.rerank_weight = _learned_rerank_weight(model)
+        self.rerank_weight = _learned_rerank_weight(info, model)
 
     def read_batch(
         self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], top_k: int = 1
@@ -417,7 +424,26 @@ class SpanReader(_BatchReader):
             taken += len(group)
         return grouped
 
+    def read_at_lengths(
+        self, questions: Sequence[str], passages: Sequence[Sequence[Passage]], lengths: Sequence[int]
+    ) -> dict[int, list[list[Answer]]]:
+        """The best answer in each question's passages (one passage a question) for each answer length limit.
+
+        The passages are read once and decoded once per limit in ``lengths``: this is how
+        train-reader fits ``max_answer_tokens`` on held-out questions at the cost of one reading.
+        """
+        if any(len(group) != 1 for group in passages):
+            raise ValueError("read_at_lengths takes exactly one passage a question")
+        pairs = [(clip_question(self.tokenizer, question, self.max_question_tokens), group[0])
+                 for question, group in zip(questions, passages)]
+        encoded, logits = self._read_windows(pairs)
+        return {length: self._decode(pairs, encoded, logits, 1, length) for length in lengths}
+
     def _read_pairs(self, pairs: list[tuple[str, Passage]], top_k: int) -> list[list[Answer]]:
+        encoded, logits = self._read_windows(pairs)
+        return self._decode(pairs, encoded, logits, top_k, self.max_answer_tokens)
+
+    def _read_windows(self, pairs: list[tuple[str, Passage]]) -> tuple[Any, tuple[list[np.ndarray], list[np.ndarray]]]:
         encoded = self.tokenizer(
             [question for question, _ in pairs],
             [passage.text for _, passage in pairs],
@@ -427,7 +453,13 @@ class SpanReader(_BatchReader):
             return_overflowing_tokens=True,
             return_offsets_mapping=True,
         )
-        start_logits, end_logits = self._logits(encoded)
+        return encoded, self._logits(encoded)
+
+    def _decode(
+        self, pairs: list[tuple[str, Passage]], encoded: Any, logits: tuple[list[np.ndarray], list[np.ndarray]],
+        top_k: int, max_answer_tokens: int,
+    ) -> list[list[Answer]]:
+        start_logits, end_logits = logits
         candidates: list[dict[tuple[int, int], _Candidate]] = [{} for _ in pairs]
         no_answer = [math.inf] * len(pairs)
         for window, pair in enumerate(encoded["overflow_to_sample_mapping"]):
@@ -440,9 +472,7 @@ class SpanReader(_BatchReader):
                 continue
             log_z = _logsumexp(start[mask]) + _logsumexp(end[mask])
             offsets = encoded["offset_mapping"][window]
-            for first, last, score in decode_spans(
-                start, end, mask, max_answer_tokens=self.max_answer_tokens, top_k=top_k
-            ):
+            for first, last, score in decode_spans(start, end, mask, max_answer_tokens=max_answer_tokens, top_k=top_k):
                 span = (offsets[first][0], offsets[last][1])
                 seen = candidates[pair].get(span)
                 if seen is None or score > seen.score:
@@ -486,18 +516,38 @@ class SpanReader(_BatchReader):
 # Sentence reading
 
 
-def _learned_rerank_weight(model: str | Path) -> float:
-    """The rerank weight train-reader measured for the reader in folder ``model``, else the default."""
-    info_path = Path(resolve_model(str(model))) / READER_INFO_FILE
+def _reader_info(model: str | Path) -> dict[str, Any]:
+    """What train-reader recorded beside the reader in folder ``model`` (empty for other models)."""
     try:
-        weight = json.loads(info_path.read_text(encoding="utf-8"))["rerank"]["weight"]
-    except (OSError, ValueError, KeyError, TypeError):
+        info = json.loads((Path(resolve_model(str(model))) / READER_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _learned_rerank_weight(info: dict[str, Any], model: str | Path) -> float:
+    """The rerank weight train-reader measured for the reader, else the default."""
+    rerank = info.get("rerank")
+    if not isinstance(rerank, dict) or "weight" not in rerank:
         return DEFAULT_RERANK_WEIGHT
+    weight = rerank["weight"]
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        logger.warning("%s has rerank weight %r, not a number in [0, 1]; using %s", info_path, weight,
-                       DEFAULT_RERANK_WEIGHT)
+        logger.warning("%s in %s has rerank weight %r, not a number in [0, 1]; using %s", READER_INFO_FILE, model,
+                       weight, DEFAULT_RERANK_WEIGHT)
         return DEFAULT_RERANK_WEIGHT
     return float(weight)
+
+
+def _learned_answer_tokens(info: dict[str, Any], model: str | Path) -> int:
+    """The answer length limit train-reader fitted for the reader, else the default."""
+    if "max_answer_tokens" not in info:
+        return DEFAULT_MAX_ANSWER_TOKENS
+    tokens = info["max_answer_tokens"]
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        logger.warning("%s in %s has max_answer_tokens %r, not a positive whole number; using %s", READER_INFO_FILE,
+                       model, tokens, DEFAULT_MAX_ANSWER_TOKENS)
+        return DEFAULT_MAX_ANSWER_TOKENS
+    return tokens
 
 
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:

@@ -43,6 +43,7 @@ __all__ = [
     "f1",
     "evaluate_predictions",
     "read_gold",
+    "gold_passage",
     "compare_readings",
     "paragraph_documents",
     "question_paragraphs",
@@ -298,6 +299,11 @@ class GoldReading:
         return {**asdict(self), "questions_per_second": self.questions_per_second}
 
 
+def gold_passage(example: SquadExample) -> Passage:
+    """The paragraph ``example`` was asked about, as a reader reads it."""
+    return Passage(example.doc_id, example.paragraph, example.title, example.context, 0)
+
+
 def read_gold(reader: Reader, data: SquadData, batch: int = 32, *, progress: bool = False) -> GoldReading:
     """Read each question against its own paragraph, ``batch`` questions per reader call.
 
@@ -310,8 +316,7 @@ def read_gold(reader: Reader, data: SquadData, batch: int = 32, *, progress: boo
     with tqdm(total=len(examples), unit="question", desc="reading", disable=not progress) as bar:
         for begin in range(0, len(examples), batch):
             chunk = examples[begin:begin + batch]
-            passages = [[Passage(e.doc_id, e.paragraph, e.title, e.context, 0)] for e in chunk]
-            results = reader.read_batch([e.question for e in chunk], passages, top_k=1)
+            results = reader.read_batch([e.question for e in chunk], [[gold_passage(e)] for e in chunk], top_k=1)
             for example, (answers,) in zip(chunk, results):
                 predictions[example.id] = answers[0].answer if answers else ""
             bar.update(len(chunk))

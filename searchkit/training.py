@@ -36,8 +36,16 @@ from searchkit.device import (
     autocast, cpu_threads, keep_freed_memory, resolve_device, resolve_torch_precision, set_threads,
 )
 from searchkit.errors import ConfigError, SearchkitError
-from searchkit.reader import READER_INFO_FILE, SpanReader, check_window, clip_question, load_qa_model, quiet_transformers
-from searchkit.squad import SquadData, SquadExample, read_gold
+from searchkit.reader import (
+    DEFAULT_MAX_ANSWER_TOKENS,
+    READER_INFO_FILE,
+    SpanReader,
+    check_window,
+    clip_question,
+    load_qa_model,
+    quiet_transformers,
+)
+from searchkit.squad import SquadData, SquadExample, evaluate_predictions, gold_passage
 
 __all__ = [
     "TrainReport",
@@ -104,6 +112,8 @@ class TrainReport:
     exact_match: float | None = None
     f1: float | None = None
     rerank: dict[str, Any] | None = None  # the QA rerank weight fitted on held-out questions (rerank_fit.py)
+    max_answer_tokens: int | None = None  # the answer length limit fitted on held-out questions
+    scores_by_answer_tokens: dict[int, dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out_dir": str(self.out_dir)}
@@ -144,8 +154,11 @@ def prepare_features(
 ) -> list[dict[str, Any]]:
     """Model inputs of every window, with ``start_positions``/``end_positions`` labels.
 
-    ``answerable`` marks the tokens an answer may start or end at: the passage's and the
-    CLS token ("no answer here"), the positions the reader decodes from (see :func:`span_loss`).
+    The labels are the first gold answer's tokens; ``gold_spans`` holds the tokens of every
+    distinct gold answer inside the window (several annotators often marked slightly
+    different spans), which :func:`span_loss` trains on all together. ``answerable`` marks
+    the tokens an answer may start or end at: the passage's and the CLS token ("no answer
+    here"), the positions the reader decodes from.
     """
     encoded = tokenizer(
         [clip_question(tokenizer, e.question.lstrip(), MAX_QUESTION_TOKENS) for e in examples],
@@ -162,14 +175,16 @@ def prepare_features(
         example = examples[sample]
         input_ids = encoded["input_ids"][window]
         cls = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
-        start_char = example.answer_starts[0]
-        first, last = _answer_tokens(
-            encoded.sequence_ids(window), encoded["offset_mapping"][window],
-            start_char, start_char + len(example.answers[0]), cls,
-        )
-        answerable = [sequence == 1 or i == cls for i, sequence in enumerate(encoded.sequence_ids(window))]
+        sequence_ids, offsets = encoded.sequence_ids(window), encoded["offset_mapping"][window]
+        spans = [
+            _answer_tokens(sequence_ids, offsets, start_char, start_char + len(answer), cls)
+            for answer, start_char in zip(example.answers, example.answer_starts)
+        ]
+        inside = list(dict.fromkeys(span for span in spans if span != (cls, cls))) or [(cls, cls)]
+        answerable = [sequence == 1 or i == cls for i, sequence in enumerate(sequence_ids)]
         features.append({**{name: encoded[name][window] for name in names},
-                         "start_positions": first, "end_positions": last, "answerable": answerable})
+                         "start_positions": spans[0][0], "end_positions": spans[0][1],
+                         "gold_spans": inside, "answerable": answerable})
     return features
 
 
@@ -193,11 +208,14 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, pool: int 
     return batches
 
 
-_LABELS = ("start_positions", "end_positions", "answerable")
+_LABELS = ("start_positions", "end_positions", "gold_spans", "answerable", "gold_starts", "gold_ends")
 
 
 def collate(tokenizer: Any, features: Sequence[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
-    """Tensors of a batch, padded to its longest window (or to ``pad_to``), with the labels."""
+    """Tensors of a batch, padded to its longest window (or to ``pad_to``), with the labels.
+
+    ``gold_starts``/``gold_ends`` mark, a row each, the tokens any gold answer starts or ends at.
+    """
     import torch
 
     inputs = [{k: v for k, v in f.items() if k not in _LABELS} for f in features]
@@ -205,29 +223,37 @@ def collate(tokenizer: Any, features: Sequence[dict[str, Any]], pad_to: int | No
     batch = tokenizer.pad(inputs, return_tensors="pt", **padding)
     width = batch["input_ids"].shape[1]
     answerable = torch.zeros(len(features), width, dtype=torch.bool)
+    gold_starts = torch.zeros(len(features), width, dtype=torch.bool)
+    gold_ends = torch.zeros(len(features), width, dtype=torch.bool)
     for row, feature in enumerate(features):
         answerable[row, :len(feature["answerable"])] = torch.tensor(feature["answerable"])
+        for first, last in feature["gold_spans"]:
+            gold_starts[row, first] = gold_ends[row, last] = True
     labels = {key: torch.tensor([f[key] for f in features]) for key in ("start_positions", "end_positions")}
-    return {**batch, **labels, "answerable": answerable}
+    return {**batch, **labels, "answerable": answerable, "gold_starts": gold_starts, "gold_ends": gold_ends}
 
 
 def span_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Cross-entropy of the answer's first and last token among the answerable positions only.
+    """Negative log-likelihood that the reader starts (and ends) where some gold answer does.
 
-    transformers' own QA loss takes the softmax over every position, padding and question
-    included, so it changes with how far a batch is padded and spends effort pushing down
-    positions no answer is ever read from. Masking them makes dynamic padding exactly
-    equal to full padding and trains only the choice the reader makes.
+    Only the answerable positions compete: transformers' own QA loss takes the softmax over
+    every position, padding and question included, so it changes with how far a batch is
+    padded and spends effort pushing down positions no answer is ever read from. Masking them
+    makes dynamic padding exactly equal to full padding and trains only the choice the reader
+    makes. The likelihood sums over the gold answers' tokens, so where annotators disagree on
+    a span's edges the reader is not taught to avoid the edges the others chose, and it can
+    settle on the one it finds easiest, which exact match rewards.
     """
     import torch
 
     inputs = {k: v for k, v in batch.items() if k not in _LABELS}
     output = model(**inputs)
     losses = []
-    for logits, target in ((output.start_logits, batch["start_positions"]), (output.end_logits, batch["end_positions"])):
-        masked = logits.float().masked_fill(~batch["answerable"], torch.finfo(torch.float32).min)
-        losses.append(torch.nn.functional.cross_entropy(masked, target))
-    return (losses[0] + losses[1]) / 2
+    lowest = torch.finfo(torch.float32).min
+    for logits, gold in ((output.start_logits, batch["gold_starts"]), (output.end_logits, batch["gold_ends"])):
+        masked = logits.float().masked_fill(~batch["answerable"], lowest)
+        losses.append(torch.logsumexp(masked, dim=1) - torch.logsumexp(masked.masked_fill(~gold, lowest), dim=1))
+    return (losses[0] + losses[1]).mean() / 2
 
 
 def set_dropout(model: Any, probability: float) -> None:
@@ -590,17 +616,39 @@ def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
 
 def _evaluate(
     report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, precision: str,
-    say: Callable[[str], None],
+    say: Callable[[str], None], batch: int = 32,
 ) -> SpanReader:
-    """Score the saved reader on the held-out questions, loading it back as users will."""
+    """Score the saved reader on the held-out questions, loading it back as users will.
+
+    The questions are read once and decoded with every answer length limit up to 30
+    tokens, and the reader keeps the limit with the best exact match plus F1 (the longer
+    on a tie): the head learns where answers start and end, but not how long they
+    usually are, and too long a limit lets a confident start pair with a distant end.
+    """
     reader = SpanReader(
         report.out_dir, max_length=max_length, stride=stride, max_question_tokens=MAX_QUESTION_TOKENS, device=device,
         precision=precision,
     )
-    metrics = read_gold(reader, held_out, progress=False).metrics
-    report.eval_questions = len(held_out.examples)
-    report.exact_match, report.f1 = metrics["exact_match"], metrics["f1"]
-    say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f}")
+    lengths = range(1, DEFAULT_MAX_ANSWER_TOKENS + 1)
+    predictions: dict[int, dict[str, str]] = {length: {} for length in lengths}
+    examples = held_out.examples
+    for begin in range(0, len(examples), batch):
+        chunk = examples[begin:begin + batch]
+        found = reader.read_at_lengths([e.question for e in chunk], [[gold_passage(e)] for e in chunk], lengths)
+        for length, answers in found.items():
+            predictions[length].update((e.id, a[0].answer if a else "") for e, a in zip(chunk, answers))
+    scores = {length: evaluate_predictions(predictions[length], held_out) for length in lengths}
+    best = max(lengths, key=lambda length: (scores[length]["exact_match"] + scores[length]["f1"], length))
+    reader.max_answer_tokens = report.max_answer_tokens = best
+    report.scores_by_answer_tokens = {
+        length: {key: scores[length][key] for key in ("exact_match", "f1")} for length in lengths
+    }
+    report.eval_questions = len(examples)
+    report.exact_match, report.f1 = scores[best]["exact_match"], scores[best]["f1"]
+    default = scores[DEFAULT_MAX_ANSWER_TOKENS]
+    say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f} "
+        f"with answers of up to {best} tokens, fitted on them ({default['exact_match']:.1f} and "
+        f"{default['f1']:.1f} with up to {DEFAULT_MAX_ANSWER_TOKENS})")
     return reader
 
 
@@ -625,5 +673,9 @@ def _fit_rerank(
 
 
 def _write_info(report: TrainReport, settings: dict[str, Any]) -> None:
-    info = {"settings": settings, "report": report.to_dict(), **({"rerank": report.rerank} if report.rerank else {})}
+    info = {
+        "settings": settings, "report": report.to_dict(),
+        **({"rerank": report.rerank} if report.rerank else {}),
+        **({"max_answer_tokens": report.max_answer_tokens} if report.max_answer_tokens else {}),
+    }
     (report.out_dir / READER_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -15,6 +15,8 @@ from searchkit.embedding import resolve_model
 from searchkit.errors import ConfigError, QueryError, ReaderError
 from searchkit.index import Hit
 from searchkit.reader import (
+    DEFAULT_MAX_ANSWER_TOKENS,
+    READER_INFO_FILE,
     Answer,
     Passage,
     SentenceReader,
@@ -143,6 +145,34 @@ def test_passages_and_questions_keep_their_order(pointing_reader: SpanReader) ->
     assert results[0][1][0].answer == results[1][0][0].answer == "striped zebra"
     assert results[1][0][0].start == 52
     assert pointing_reader.read("anything?", []) == []
+
+
+def test_read_at_lengths_decodes_one_reading_at_each_answer_length_limit(pointing_reader: SpanReader) -> None:
+    passage = Passage("zebra", 0, "", "A striped and spotted zebra grazes.")
+    found = pointing_reader.read_at_lengths(["what?", "which?"], [[passage], [passage]], [1, 4])
+    assert [a[0].answer for a in found[4]] == ["striped and spotted zebra"] * 2
+    assert found[1][0][0].answer in {"striped", "zebra"}  # four tokens do not fit in one
+    for limit, answers in found.items():
+        pointing_reader.max_answer_tokens = limit
+        assert pointing_reader.read("what?", [passage]) == [answers[0]]
+    with pytest.raises(ValueError, match="one passage"):
+        pointing_reader.read_at_lengths(["what?"], [[passage, passage]], [4])
+
+
+def test_span_reader_takes_its_answer_length_limit_from_the_reader_folder(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "reader"
+    folder.mkdir()
+    for item in Path(BUNDLED).iterdir():
+        (folder / item.name).symlink_to(item)
+    assert SpanReader(folder, allow_untrained_head=True).max_answer_tokens == DEFAULT_MAX_ANSWER_TOKENS
+    (folder / READER_INFO_FILE).write_text(json.dumps({"max_answer_tokens": 9}))
+    assert SpanReader(folder, allow_untrained_head=True).max_answer_tokens == 9
+    assert SpanReader(folder, allow_untrained_head=True, max_answer_tokens=12).max_answer_tokens == 12
+    (folder / READER_INFO_FILE).write_text(json.dumps({"max_answer_tokens": -2}))
+    assert SpanReader(folder, allow_untrained_head=True).max_answer_tokens == DEFAULT_MAX_ANSWER_TOKENS
+    assert "not a positive whole number" in caplog.text
+    with pytest.raises(ConfigError, match="max_answer_tokens"):
+        SpanReader(folder, allow_untrained_head=True, max_answer_tokens=0)
 
 
 def test_the_untrained_head_yields_spans_that_slice_the_document(span_reader: SpanReader) -> None:

@@ -96,16 +96,20 @@ def test_search_and_ask_use_the_readers_rerank_weight(make_index) -> None:
 
 
 def test_a_span_reader_reads_its_weight_from_the_reader_folder(tmp_path: Path, caplog) -> None:
-    from searchkit.reader import READER_INFO_FILE, SpanReader, _learned_rerank_weight
+    from searchkit.reader import READER_INFO_FILE, SpanReader, _learned_rerank_weight, _reader_info
     from searchkit.embedding import resolve_model
 
     folder = tmp_path / "reader"
     folder.mkdir()
-    assert _learned_rerank_weight(folder) == DEFAULT_RERANK_WEIGHT  # nothing recorded
+
+    def weight() -> float:
+        return _learned_rerank_weight(_reader_info(folder), folder)
+
+    assert weight() == DEFAULT_RERANK_WEIGHT  # nothing recorded
     (folder / READER_INFO_FILE).write_text(json.dumps({"rerank": {"weight": 0.8}}))
-    assert _learned_rerank_weight(folder) == 0.8
+    assert weight() == 0.8
     (folder / READER_INFO_FILE).write_text(json.dumps({"rerank": {"weight": "high"}}))
-    assert _learned_rerank_weight(folder) == DEFAULT_RERANK_WEIGHT
+    assert weight() == DEFAULT_RERANK_WEIGHT
     assert "not a number in [0, 1]" in caplog.text
     bare = SpanReader(resolve_model("all-MiniLM-L6-v2"), allow_untrained_head=True)
     assert bare.rerank_weight == DEFAULT_RERANK_WEIGHT

@@ -86,6 +86,31 @@ def test_features_label_the_answer_tokens_in_every_window(people: SquadData) -> 
         tokens = feature["input_ids"][feature["start_positions"]:feature["end_positions"] + 1]
         assert tokenizer.decode(tokens) == "lyon"
     assert all(f["end_positions"] == 0 for f in features if f["start_positions"] == 0)
+    assert all(f["gold_spans"] == [(f["start_positions"], f["end_positions"])] for f in features)
+
+
+def test_every_distinct_gold_answer_is_a_target(people: SquadData) -> None:
+    """Annotators marked "Lyon" and "in Lyon": both are targets, and the loss is their joint likelihood."""
+    tokenizer, model = load_qa_model("all-MiniLM-L6-v2", allow_untrained_head=True)
+    example = people.examples[0]
+    start = example.answer_starts[0]
+    both = replace(example, answers=("Lyon", "in Lyon", "Lyon"), answer_starts=(start, start - 3, start))
+    [feature] = prepare_features(tokenizer, [both])
+    spans = feature["gold_spans"]
+    assert [tokenizer.decode(feature["input_ids"][a:b + 1]) for a, b in spans] == ["lyon", "in lyon"]
+    batch = collate(tokenizer, [feature])
+    assert batch["gold_starts"][0].nonzero().flatten().tolist() == sorted({a for a, _ in spans})
+    assert batch["gold_ends"][0].nonzero().flatten().tolist() == [spans[0][1]]  # both end at "lyon"
+    with torch.no_grad():
+        output = model(**{k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+        loss = span_loss(model, batch)
+        first_only = span_loss(model, collate(tokenizer, prepare_features(tokenizer, [example])))
+    start_p = torch.softmax(output.start_logits[0].masked_fill(~batch["answerable"][0], -1e9), 0)
+    end_p = torch.softmax(output.end_logits[0].masked_fill(~batch["answerable"][0], -1e9), 0)
+    (a, b), (c, _) = spans
+    expected = -(torch.log(start_p[a] + start_p[c]) + torch.log(end_p[b])) / 2
+    assert loss == pytest.approx(expected.item(), abs=1e-4)
+    assert loss < first_only  # another acceptable start only adds likelihood
 
 
 @pytest.fixture
@@ -117,9 +142,16 @@ def test_a_short_training_run_learns_and_saves_a_reader(people: SquadData, tmp_p
     # The rerank weight was fitted on the 8 held-out questions and travels with the reader.
     assert info["rerank"]["questions"] == 8 and info["rerank"] == report.rerank
     assert any("QA rerank weight" in m for m in messages)
+    # The answer length limit was fitted on them too: the best exact match plus F1 of every limit up to 30.
+    scores = report.scores_by_answer_tokens
+    assert sorted(scores) == list(range(1, 31)) and info["max_answer_tokens"] == report.max_answer_tokens
+    best = max(s["exact_match"] + s["f1"] for s in scores.values())
+    assert scores[report.max_answer_tokens]["exact_match"] + scores[report.max_answer_tokens]["f1"] == best
+    assert report.exact_match == scores[report.max_answer_tokens]["exact_match"]
 
     reader = SpanReader(tmp_path / "reader")  # no allow_untrained_head: the head is trained
     assert reader.rerank_weight == info["rerank"]["weight"]
+    assert reader.max_answer_tokens == report.max_answer_tokens
     context = "Quentin was born in Nantes and later worked as a sculptor for many years."
     [[answer]] = reader.read("Where was Quentin born?", [Passage("q", 0, "", context)])
     assert context[answer.start:answer.end] == answer.answer
