@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from searchkit.document import Document, Problem
 from searchkit.errors import SearchkitError
-from searchkit.reader import Passage, Reader
+from searchkit.reader import Passage, Reader, SpanReader
 
 __all__ = [
     "SquadError",
@@ -322,6 +322,24 @@ def read_gold(reader: Reader, data: SquadData, batch: int = 32, *, progress: boo
             bar.update(len(chunk))
     seconds = time.perf_counter() - started
     return GoldReading(predictions, evaluate_predictions(predictions, data), seconds)
+
+
+def score_gold_at_lengths(
+    reader: SpanReader, data: SquadData, lengths: Sequence[int], batch: int = 32
+) -> dict[int, dict[str, float]]:
+    """Exact match and F1 on the gold paragraphs with answers of at most each of ``lengths`` tokens.
+
+    Each question is read once and decoded once per limit, so fitting the limit (as
+    train-reader does on its held-out questions) costs one reading.
+    """
+    predictions: dict[int, dict[str, str]] = {length: {} for length in lengths}
+    examples = data.examples
+    for begin in range(0, len(examples), batch):
+        chunk = examples[begin:begin + batch]
+        found = reader.read_at_lengths([e.question for e in chunk], [[gold_passage(e)] for e in chunk], lengths)
+        for length, answers in found.items():
+            predictions[length].update((e.id, a[0].answer if a else "") for e, a in zip(chunk, answers))
+    return {length: evaluate_predictions(predictions[length], data) for length in lengths}
 
 
 def compare_readings(first: GoldReading, second: GoldReading, data: SquadData) -> dict[str, float]:

@@ -45,7 +45,7 @@ from searchkit.reader import (
     load_qa_model,
     quiet_transformers,
 )
-from searchkit.squad import SquadData, SquadExample, evaluate_predictions, gold_passage
+from searchkit.squad import SquadData, SquadExample, score_gold_at_lengths
 
 __all__ = [
     "TrainReport",
@@ -616,7 +616,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
 
 def _evaluate(
     report: TrainReport, held_out: SquadData, max_length: int, stride: int, device: str, precision: str,
-    say: Callable[[str], None], batch: int = 32,
+    say: Callable[[str], None],
 ) -> SpanReader:
     """Score the saved reader on the held-out questions, loading it back as users will.
 
@@ -630,20 +630,13 @@ def _evaluate(
         precision=precision,
     )
     lengths = range(1, DEFAULT_MAX_ANSWER_TOKENS + 1)
-    predictions: dict[int, dict[str, str]] = {length: {} for length in lengths}
-    examples = held_out.examples
-    for begin in range(0, len(examples), batch):
-        chunk = examples[begin:begin + batch]
-        found = reader.read_at_lengths([e.question for e in chunk], [[gold_passage(e)] for e in chunk], lengths)
-        for length, answers in found.items():
-            predictions[length].update((e.id, a[0].answer if a else "") for e, a in zip(chunk, answers))
-    scores = {length: evaluate_predictions(predictions[length], held_out) for length in lengths}
+    scores = score_gold_at_lengths(reader, held_out, lengths)
     best = max(lengths, key=lambda length: (scores[length]["exact_match"] + scores[length]["f1"], length))
     reader.max_answer_tokens = report.max_answer_tokens = best
     report.scores_by_answer_tokens = {
         length: {key: scores[length][key] for key in ("exact_match", "f1")} for length in lengths
     }
-    report.eval_questions = len(examples)
+    report.eval_questions = len(held_out.examples)
     report.exact_match, report.f1 = scores[best]["exact_match"], scores[best]["f1"]
     default = scores[DEFAULT_MAX_ANSWER_TOKENS]
     say(f"held out {report.eval_questions} questions: exact match {report.exact_match:.1f}, F1 {report.f1:.1f} "

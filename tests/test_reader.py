@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import squad_question
 from searchkit.embedding import resolve_model
 from searchkit.errors import ConfigError, QueryError, ReaderError
 from searchkit.index import Hit
@@ -28,6 +29,7 @@ from searchkit.reader import (
     rerank_hits,
     split_sentences,
 )
+from searchkit.squad import load_squad, score_gold_at_lengths
 
 BUNDLED = resolve_model("all-MiniLM-L6-v2")
 FILLER = " ".join(f"Line {i} of the report lists the figures for week {i} in detail." for i in range(120))
@@ -157,6 +159,16 @@ def test_read_at_lengths_decodes_one_reading_at_each_answer_length_limit(pointin
         assert pointing_reader.read("what?", [passage]) == [answers[0]]
     with pytest.raises(ValueError, match="one passage"):
         pointing_reader.read_at_lengths(["what?"], [[passage, passage]], [4])
+
+
+def test_score_gold_at_lengths_scores_each_limit(pointing_reader: SpanReader, tmp_path: Path) -> None:
+    context = "A striped and spotted zebra grazes."
+    path = tmp_path / "squad.json"
+    paragraph = {"context": context, "qas": [squad_question("q1", "What grazes?", context, "striped and spotted zebra")]}
+    path.write_text(json.dumps({"data": [{"title": "Zebras", "paragraphs": [paragraph]}]}))
+    scores = score_gold_at_lengths(pointing_reader, load_squad(path), [1, 4])
+    assert scores[4]["exact_match"] == 100.0 and scores[4]["f1"] == 100.0
+    assert scores[1]["exact_match"] == 0.0 and 0 < scores[1]["f1"] < 100  # one of the answer's words
 
 
 def test_span_reader_takes_its_answer_length_limit_from_the_reader_folder(tmp_path: Path, caplog) -> None:
