@@ -1,6 +1,6 @@
 """Extractive QA on SQuAD v1.1 dev (../shared/datasets/squad-dev-tune): readers, training, and the QA rerank.
 
-Run from the repository root (about 40 minutes on 2 cores: 20 of training, the default time limit):
+Run from the repository root (about 40 minutes on 2 cores: 17 of training, the default time limit):
 
     .venv/bin/python benchmarks/qa.py [--max-train N] [--reader DIR]
 
