@@ -43,6 +43,7 @@ __all__ = [
     "f1",
     "evaluate_predictions",
     "read_gold",
+    "score_gold_at_lengths",
     "gold_passage",
     "compare_readings",
     "paragraph_documents",

@@ -18,6 +18,9 @@ from searchkit.reader import Passage, SpanReader, load_qa_model
 from searchkit.squad import SquadData, load_squad
 from searchkit.training import (
     CHECKPOINT_FILE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DROPOUT,
+    DEFAULT_TIME_LIMIT,
     READER_INFO_FILE,
     TrainingInterrupted,
     collate,
@@ -344,3 +347,13 @@ def test_left_to_choose_the_threads_are_measured_on_the_first_steps(people: Squa
     assert report.threads == int(chosen.rsplit(" ", 1)[1])
     info = json.loads((tmp_path / "reader" / READER_INFO_FILE).read_text(encoding="utf-8"))
     assert info["settings"]["threads"] == report.threads
+
+
+def test_the_command_line_defaults_are_the_library_defaults() -> None:
+    from typer.main import get_command
+
+    from searchkit.cli import app
+
+    options = {p.name: p.default for p in get_command(app).commands["train-reader"].params}
+    assert options["time_limit"] * 60 == DEFAULT_TIME_LIMIT
+    assert options["batch_size"] == DEFAULT_BATCH_SIZE and options["dropout"] == DEFAULT_DROPOUT
